@@ -1,0 +1,68 @@
+"""The multimodal batch contract: modality tensors, per-sample observed masks, labels."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class MultimodalBatch:
+    """A batch of B samples over named modalities.
+
+    ``data[m]`` has shape ``(B, *event_shape_m)``. ``mask[m]`` (optional) is a ``(B,)`` bool tensor,
+    True where modality ``m`` is observed; a missing mask means every sample is observed.
+    ``labels`` (optional) is ``(B,)`` long or ``(B, L)`` for multi-label data, used only by evaluation.
+    """
+
+    data: dict[str, Tensor]
+    mask: dict[str, Tensor] | None = None
+    labels: Tensor | None = None
+    extras: dict[str, Tensor] = field(default_factory=dict)
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.data)
+
+    @property
+    def batch_size(self) -> int:
+        return next(iter(self.data.values())).shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.data.values())).device
+
+    def observed(self, name: str) -> Tensor | None:
+        """The ``(B,)`` bool mask of modality ``name``, or None when every sample is observed."""
+        if self.mask is None:
+            return None
+        return self.mask.get(name)
+
+    @property
+    def is_complete(self) -> bool:
+        """True when no sample misses any modality (checks values, so it syncs on GPU)."""
+        return self.mask is None or all(bool(m.all()) for m in self.mask.values())
+
+    def select(self, names: Iterable[str]) -> "MultimodalBatch":
+        """The same samples restricted to the modalities ``names``."""
+        names = list(names)
+        unknown = [n for n in names if n not in self.data]
+        if unknown:
+            raise KeyError(f"unknown modality {unknown[0]!r}; batch has {self.modalities}")
+        mask = None if self.mask is None else {n: self.mask[n] for n in names if n in self.mask}
+        return MultimodalBatch({n: self.data[n] for n in names}, mask or None, self.labels, dict(self.extras))
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "MultimodalBatch":
+        move = lambda t: t.to(device, non_blocking=non_blocking)  # noqa: E731
+        return MultimodalBatch(
+            {k: move(v) for k, v in self.data.items()},
+            None if self.mask is None else {k: move(v) for k, v in self.mask.items()},
+            None if self.labels is None else move(self.labels),
+            {k: move(v) for k, v in self.extras.items()},
+        )
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Tensor], **kwargs) -> "MultimodalBatch":
+        return cls(dict(data), **kwargs)
