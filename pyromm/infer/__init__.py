@@ -1,0 +1,17 @@
+"""Objectives: one layer of divergences and bounds shared by every model."""
+from pyromm.infer.divergences import RATE_MODES, analytic_kl, jensen_kl, monte_carlo_kl, rate
+from pyromm.infer.elbo import MultimodalELBO
+from pyromm.infer.objective import Objective, ObjectiveOutput
+from pyromm.infer.pyro_elbo import PyroELBO
+
+__all__ = [
+    "RATE_MODES",
+    "analytic_kl",
+    "jensen_kl",
+    "monte_carlo_kl",
+    "rate",
+    "MultimodalELBO",
+    "Objective",
+    "ObjectiveOutput",
+    "PyroELBO",
+]

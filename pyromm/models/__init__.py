@@ -1,0 +1,6 @@
+"""Multimodal VAE models as Pyro programs with encoder guides."""
+from pyromm.models.modality import Modality
+from pyromm.models.multimodal_vae import MultimodalVAE, independent_vaes, mmvm_vae
+from pyromm.models.priors import MMVMPrior, standard_normal
+
+__all__ = ["Modality", "MultimodalVAE", "independent_vaes", "mmvm_vae", "MMVMPrior", "standard_normal"]

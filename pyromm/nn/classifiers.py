@@ -1,0 +1,94 @@
+"""Per-modality classifiers used as oracles for the coherence of generated samples."""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+from torch import Tensor, nn
+
+
+class ImageClassifier(nn.Module):
+    """A small CNN: [conv3x3 → ReLU → maxpool2] per entry of ``channels``, then a 2-layer MLP head.
+
+    Input ``(N, in_channels, H, W)`` with ``H, W >= 2 ** len(channels)``; output logits ``(N, num_classes)``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        image_size: int | Sequence[int],
+        num_classes: int = 10,
+        channels: Sequence[int] = (32, 64),
+        hidden: int = 128,
+    ) -> None:
+        super().__init__()
+        height, width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        smallest = 2 ** len(channels)
+        if height < smallest or width < smallest:
+            raise ValueError(f"ImageClassifier needs images of at least {smallest}x{smallest}, got {height}x{width}")
+        self.args = {
+            "in_channels": int(in_channels),
+            "image_size": [int(height), int(width)],
+            "num_classes": int(num_classes),
+            "channels": [int(c) for c in channels],
+            "hidden": int(hidden),
+        }
+        layers: list[nn.Module] = []
+        previous = in_channels
+        for out in channels:
+            layers += [nn.Conv2d(previous, out, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+            previous = out
+            height, width = height // 2, width // 2
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Linear(previous * height * width, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x.float()))
+
+    def config(self) -> dict:
+        """Constructor arguments (JSON-able) that rebuild this architecture."""
+        return {"type": type(self).__name__, **self.args}
+
+
+class MLPClassifier(nn.Module):
+    """Flatten → [Linear → ReLU] per entry of ``hidden`` → Linear to ``num_classes`` logits."""
+
+    def __init__(self, in_features: int, num_classes: int, hidden: Sequence[int] = (256,)) -> None:
+        super().__init__()
+        self.args = {"in_features": int(in_features), "num_classes": int(num_classes), "hidden": [int(h) for h in hidden]}
+        layers: list[nn.Module] = [nn.Flatten()]
+        previous = in_features
+        for width in hidden:
+            layers += [nn.Linear(previous, width), nn.ReLU()]
+            previous = width
+        layers.append(nn.Linear(previous, num_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x.float())
+
+    def config(self) -> dict:
+        """Constructor arguments (JSON-able) that rebuild this architecture."""
+        return {"type": type(self).__name__, **self.args}
+
+
+CLASSIFIERS = {cls.__name__: cls for cls in (ImageClassifier, MLPClassifier)}
+
+
+def classifier_for(event_shape: Sequence[int], num_classes: int) -> nn.Module:
+    """An ImageClassifier for ``(C, H, W)`` events large enough to pool, an MLPClassifier otherwise."""
+    event_shape = tuple(int(s) for s in event_shape)
+    if len(event_shape) == 3 and min(event_shape[1:]) >= 4:
+        return ImageClassifier(event_shape[0], event_shape[1:], num_classes)
+    return MLPClassifier(math.prod(event_shape), num_classes)
+
+
+def classifier_from_config(cfg: dict) -> nn.Module:
+    """Rebuild a classifier from its ``config()``."""
+    cfg = dict(cfg)
+    kind = cfg.pop("type")
+    if kind not in CLASSIFIERS:
+        raise ValueError(f"unknown classifier {kind!r}; choose from {sorted(CLASSIFIERS)}")
+    return CLASSIFIERS[kind](**cfg)
