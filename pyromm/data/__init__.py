@@ -1,5 +1,26 @@
 """Multimodal data: the batch contract, in-memory datasets and the built-in datasets."""
 from pyromm.data.batch import MultimodalBatch
 from pyromm.data.dataset import DataValidationError, MultimodalDataset
+from pyromm.data.digits import load_digits_multiview
+from pyromm.data.linear_gaussian import LinearGaussianMultimodal
+from pyromm.data.mnist import IdxFormatError, load_mnist, read_idx
+from pyromm.data.paths import ChecksumError, data_root, ensure_file, md5sum, verify_md5
+from pyromm.data.polymnist import generate_polymnist, load_polymnist
 
-__all__ = ["MultimodalBatch", "MultimodalDataset", "DataValidationError"]
+__all__ = [
+    "MultimodalBatch",
+    "MultimodalDataset",
+    "DataValidationError",
+    "ChecksumError",
+    "IdxFormatError",
+    "data_root",
+    "md5sum",
+    "verify_md5",
+    "ensure_file",
+    "read_idx",
+    "load_mnist",
+    "generate_polymnist",
+    "load_polymnist",
+    "load_digits_multiview",
+    "LinearGaussianMultimodal",
+]

@@ -53,13 +53,24 @@ class ImageClassifier(nn.Module):
 
 
 class MLPClassifier(nn.Module):
-    """Flatten → [Linear → ReLU] per entry of ``hidden`` → Linear to ``num_classes`` logits."""
+    """Flatten → [Linear → ReLU] per entry of ``hidden`` → Linear to ``num_classes`` logits.
 
-    def __init__(self, in_features: int, num_classes: int, hidden: Sequence[int] = (256,)) -> None:
+    With ``input_classes`` the ``in_features`` inputs are integer class indices, one-hot encoded first.
+    """
+
+    def __init__(
+        self, in_features: int, num_classes: int, hidden: Sequence[int] = (256,), input_classes: int | None = None
+    ) -> None:
         super().__init__()
-        self.args = {"in_features": int(in_features), "num_classes": int(num_classes), "hidden": [int(h) for h in hidden]}
+        self.args = {
+            "in_features": int(in_features),
+            "num_classes": int(num_classes),
+            "hidden": [int(h) for h in hidden],
+            "input_classes": None if input_classes is None else int(input_classes),
+        }
+        self.input_classes = input_classes
         layers: list[nn.Module] = [nn.Flatten()]
-        previous = in_features
+        previous = in_features * (input_classes or 1)
         for width in hidden:
             layers += [nn.Linear(previous, width), nn.ReLU()]
             previous = width
@@ -67,6 +78,8 @@ class MLPClassifier(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.input_classes is not None:
+            return self.net(nn.functional.one_hot(x.long(), self.input_classes).float())
         return self.net(x.float())
 
     def config(self) -> dict:
@@ -77,12 +90,13 @@ class MLPClassifier(nn.Module):
 CLASSIFIERS = {cls.__name__: cls for cls in (ImageClassifier, MLPClassifier)}
 
 
-def classifier_for(event_shape: Sequence[int], num_classes: int) -> nn.Module:
-    """An ImageClassifier for ``(C, H, W)`` events large enough to pool, an MLPClassifier otherwise."""
+def classifier_for(event_shape: Sequence[int], num_classes: int, input_classes: int | None = None) -> nn.Module:
+    """An MLPClassifier on one-hot inputs for integer data with ``input_classes`` categories, an ImageClassifier
+    for ``(C, H, W)`` events large enough to pool, an MLPClassifier on the flattened data otherwise."""
     event_shape = tuple(int(s) for s in event_shape)
-    if len(event_shape) == 3 and min(event_shape[1:]) >= 4:
+    if input_classes is None and len(event_shape) == 3 and min(event_shape[1:]) >= 4:
         return ImageClassifier(event_shape[0], event_shape[1:], num_classes)
-    return MLPClassifier(math.prod(event_shape), num_classes)
+    return MLPClassifier(math.prod(event_shape), num_classes, input_classes=input_classes)
 
 
 def classifier_from_config(cfg: dict) -> nn.Module:

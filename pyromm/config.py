@@ -1,0 +1,126 @@
+"""Run configuration: one validated, JSON-serialisable record of everything a run depends on."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+DATASETS = ("digits", "polymnist", "translated_polymnist")
+MODELS = ("independent", "mmvm")
+NETWORKS = ("mlp", "conv", "resnet")
+LIKELIHOODS = ("laplace", "normal", "bernoulli")
+OBJECTIVES = ("fast", "pyro")
+
+
+class ConfigError(ValueError):
+    """A configuration field has a wrong name, type or value."""
+
+
+@dataclass
+class RunConfig:
+    """A training run: data, model, objective, optimisation and evaluation settings."""
+
+    dataset: str = "digits"
+    num_views: int = 3
+    data_root: str | None = None
+    train_limit: int | None = None
+    test_limit: int | None = None
+    model: str = "mmvm"
+    rate: str | None = None
+    alpha: float = 0.0
+    alpha_schedule: dict | None = None
+    beta: float = 1.0
+    latent_dim: int = 16
+    network: str = "mlp"
+    hidden: list[int] = field(default_factory=lambda: [256, 256])
+    likelihood: str = "laplace"
+    likelihood_scale: float = 0.75
+    objective: str = "fast"
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 1e-3
+    seed: int = 0
+    device: str = "cpu"
+    checkpoint_every: int = 1
+    classifier_epochs: int = 5
+    eval_num_train: int = 10000
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def rate_mode(self) -> str:
+        """The rate estimator: 'jensen' for MMVM (the reference code) and 'analytic' otherwise, unless set."""
+        if self.rate is not None:
+            return self.rate
+        return "jensen" if self.model == "mmvm" else "analytic"
+
+    def validate(self) -> None:
+        for f in fields(self):
+            _check_type(f.name, getattr(self, f.name), f.type)
+        _check_choice("dataset", self.dataset, DATASETS)
+        _check_choice("model", self.model, MODELS)
+        _check_choice("network", self.network, NETWORKS)
+        _check_choice("likelihood", self.likelihood, LIKELIHOODS)
+        _check_choice("objective", self.objective, OBJECTIVES)
+        if self.rate is not None:
+            _check_choice("rate", self.rate, ("analytic", "jensen", "mc"))
+        if not 1 <= self.num_views <= 5:
+            raise ConfigError(f"num_views must lie in 1..5, got {self.num_views}")
+        if self.beta < 0:
+            raise ConfigError(f"beta must be >= 0, got {self.beta}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ConfigError(f"alpha must lie in [0, 1], got {self.alpha}")
+        for name in ("latent_dim", "epochs", "batch_size", "checkpoint_every", "eval_num_train"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if self.network == "mlp" and any(h < 1 for h in self.hidden):
+            raise ConfigError(f"hidden sizes must be >= 1, got {self.hidden}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "RunConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown config key {unknown[0]!r}; known keys: {sorted(known)}")
+        return cls(**dict(values))
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "RunConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        return RunConfig.from_dict({**self.to_dict(), **changes})
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {choices}, got {value!r}")
+
+
+_TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool}
+
+
+def _check_type(name: str, value: Any, annotation: str) -> None:
+    options = [a.strip() for a in str(annotation).split("|")]
+    if value is None:
+        if "None" in options:
+            return
+        raise ConfigError(f"{name} must not be None")
+    for option in options:
+        base = option.split("[")[0]
+        if base == "list" and isinstance(value, list):
+            return
+        if base == "dict" and isinstance(value, dict):
+            return
+        expected = _TYPES.get(base)
+        if expected is not None and isinstance(value, expected) and not (base != "bool" and isinstance(value, bool)):
+            return
+    raise ConfigError(f"{name} has type {type(value).__name__}, expected {annotation}")

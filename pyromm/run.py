@@ -1,0 +1,161 @@
+"""One training run from a :class:`RunConfig`: data, model, objective, trainer and evaluation."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pyromm import likelihoods
+from pyromm.config import ConfigError, RunConfig
+from pyromm.data import MultimodalDataset, data_root, load_digits_multiview, load_polymnist
+from pyromm.evaluation import evaluate, plot_conditional_grid, plot_latent_scatter, train_modality_classifiers
+from pyromm.infer import MultimodalELBO, PyroELBO
+from pyromm.models import MMVMPrior, Modality, MultimodalVAE, standard_normal
+from pyromm.nn import (
+    MLPDecoder,
+    MLPEncoder,
+    PolyMNISTConvDecoder,
+    PolyMNISTConvEncoder,
+    PolyMNISTResNetDecoder,
+    PolyMNISTResNetEncoder,
+)
+from pyromm.train import CheckpointDir, Trainer, load_checkpoint, schedule_from_config
+from pyromm.train.checkpoint import load_model_state
+
+IMAGE_NETWORKS = {
+    "conv": (PolyMNISTConvEncoder, PolyMNISTConvDecoder),
+    "resnet": (PolyMNISTResNetEncoder, PolyMNISTResNetDecoder),
+}
+
+
+def load_data(cfg: RunConfig) -> tuple[MultimodalDataset, MultimodalDataset]:
+    """The train and test splits named by ``cfg.dataset``, cut to ``train_limit``/``test_limit``."""
+    if cfg.dataset == "digits":
+        train, test = (load_digits_multiview(s, cfg.num_views, seed=cfg.seed) for s in ("train", "test"))
+    else:
+        translated = cfg.dataset == "translated_polymnist"
+        train, test = (
+            load_polymnist(cfg.data_root, s, cfg.num_views, translated=translated, seed=0) for s in ("train", "test")
+        )
+    return _limit(train, cfg.train_limit), _limit(test, cfg.test_limit)
+
+
+def _limit(dataset: MultimodalDataset, limit: int | None) -> MultimodalDataset:
+    return dataset if limit is None or limit >= len(dataset) else dataset.subset(slice(0, limit))
+
+
+def build_likelihood(cfg: RunConfig, event_dim: int) -> likelihoods.Likelihood:
+    if cfg.likelihood == "laplace":
+        return likelihoods.Laplace(event_dim, cfg.likelihood_scale)
+    if cfg.likelihood == "normal":
+        return likelihoods.Normal(event_dim, cfg.likelihood_scale)
+    return likelihoods.Bernoulli(event_dim)
+
+
+def build_modalities(cfg: RunConfig, event_shapes: dict[str, tuple[int, ...]]) -> list[Modality]:
+    """One encoder/decoder pair per modality, of the network family ``cfg.network``."""
+    modalities = []
+    for name, shape in event_shapes.items():
+        if cfg.network == "mlp":
+            encoder = MLPEncoder(shape, cfg.latent_dim, hidden=tuple(cfg.hidden))
+            decoder = MLPDecoder(cfg.latent_dim, shape, hidden=tuple(reversed(cfg.hidden)))
+        else:
+            if tuple(shape) != (3, 28, 28):
+                raise ConfigError(f"network {cfg.network!r} needs (3, 28, 28) images; modality {name!r} is {shape}")
+            enc_cls, dec_cls = IMAGE_NETWORKS[cfg.network]
+            encoder, decoder = enc_cls(cfg.latent_dim), dec_cls(cfg.latent_dim)
+        modalities.append(Modality(name, encoder, decoder, build_likelihood(cfg, len(shape)), shape))
+    return modalities
+
+
+def build_model(cfg: RunConfig, event_shapes: dict[str, tuple[int, ...]]) -> MultimodalVAE:
+    torch.manual_seed(cfg.seed)
+    prior = MMVMPrior(cfg.alpha) if cfg.model == "mmvm" else standard_normal
+    return MultimodalVAE(build_modalities(cfg, event_shapes), cfg.latent_dim, prior=prior)
+
+
+def build_objective(cfg: RunConfig):
+    """The fast built-in ELBO, or the general Pyro path (Trace_ELBO: the MC rate)."""
+    if cfg.objective == "pyro":
+        return PyroELBO()
+    return MultimodalELBO(cfg.rate_mode)
+
+
+def build_schedules(cfg: RunConfig) -> dict[str, Any]:
+    schedules: dict[str, Any] = {"beta": cfg.beta}
+    if cfg.model == "mmvm":
+        schedules["alpha"] = schedule_from_config(cfg.alpha_schedule) if cfg.alpha_schedule else cfg.alpha
+    return schedules
+
+
+def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, resume: bool = True):
+    """Train the model of ``cfg`` in ``run_dir``; returns (model, history, train, test)."""
+    train_set, test_set = load_data(cfg)
+    model = build_model(cfg, train_set.event_shapes)
+    trainer = Trainer(
+        model,
+        build_objective(cfg),
+        lr=cfg.lr,
+        schedules=build_schedules(cfg),
+        batch_size=cfg.batch_size,
+        epochs=cfg.epochs,
+        device=cfg.device,
+        seed=cfg.seed,
+        run_dir=run_dir,
+        checkpoint_every=cfg.checkpoint_every,
+        resume=resume,
+        progress=progress,
+        config={"run": cfg.to_dict()},
+    )
+    history = trainer.fit(train_set)
+    return model, history, train_set, test_set
+
+
+def classifier_cache(cfg: RunConfig) -> tuple[Path, str]:
+    key = f"{cfg.dataset}-{cfg.num_views}views-seed{cfg.seed if cfg.dataset == 'digits' else 0}-e{cfg.classifier_epochs}"
+    return data_root(cfg.data_root) / "classifiers" / key, key
+
+
+def evaluate_run(model: MultimodalVAE, train_set, test_set, cfg: RunConfig, run_dir: str | Path) -> dict[str, Any]:
+    """Latent accuracy, coherence and reconstruction error; writes evaluation.json and plots."""
+    run_dir = Path(run_dir)
+    cache_dir, key = classifier_cache(cfg)
+    classifiers, clf_acc = train_modality_classifiers(
+        train_set, test_set, epochs=cfg.classifier_epochs, device=cfg.device, seed=0, cache_dir=cache_dir, cache_key=key
+    )
+    device = torch.device(cfg.device)
+    model.to(device)
+    generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
+    results = evaluate(
+        model, train_set.to(device), test_set.to(device), classifiers, num_train=cfg.eval_num_train, generator=generator
+    )
+    results["classifier_accuracy"] = clf_acc
+    results["config"] = cfg.to_dict()
+    (run_dir / "evaluation.json").write_text(json.dumps(results, indent=2))
+    plot_latent_scatter(model, test_set.to(device), model.modality_names[0], run_dir / "latent_scatter.png")
+    plot_conditional_grid(model, test_set.to(device), run_dir / "conditional_generation.png")
+    return results
+
+
+def run(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, resume: bool = True) -> dict[str, Any]:
+    """Train, then evaluate; returns the evaluation dict."""
+    model, _, train_set, test_set = train(cfg, run_dir, progress=progress, resume=resume)
+    return evaluate_run(model, train_set, test_set, cfg, run_dir)
+
+
+def load_run(run_dir: str | Path, map_location: str = "cpu") -> tuple[RunConfig, MultimodalVAE]:
+    """The config and trained model of a run directory (weights loaded without unpickling)."""
+    run_dir = Path(run_dir)
+    saved = json.loads((run_dir / "config.json").read_text())
+    cfg = RunConfig.from_dict(saved["run"])
+    latest = CheckpointDir(run_dir / "checkpoints").latest()
+    if latest is None:
+        raise FileNotFoundError(f"no checkpoint in {run_dir / 'checkpoints'}")
+    train_set, _ = load_data(cfg.replace(train_limit=1, test_limit=1))
+    model = build_model(cfg, train_set.event_shapes)
+    load_model_state(model, load_checkpoint(latest, map_location), latest)
+    return cfg, model
+
+

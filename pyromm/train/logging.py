@@ -1,0 +1,76 @@
+"""Per-epoch metrics of a run, kept as ``metrics.jsonl`` (source of truth) and ``metrics.csv``."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from pyromm.train.checkpoint import atomic_open
+
+
+class MetricsLog:
+    """Rows of per-epoch metrics (each with an integer ``"epoch"``) appended to the run directory.
+
+    The CSV header comes from the first row; a later row with new keys appends them as new columns
+    (the CSV is rewritten from the JSONL), so existing columns never move.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike) -> None:
+        self.run_dir = Path(run_dir)
+        self.jsonl_path = self.run_dir / "metrics.jsonl"
+        self.csv_path = self.run_dir / "metrics.csv"
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+
+    def read(self) -> list[dict[str, Any]]:
+        """Every logged row; a partial last line (a crash mid-write) is ignored."""
+        if not self.jsonl_path.exists():
+            return []
+        lines = [line for line in self.jsonl_path.read_text().splitlines() if line.strip()]
+        rows = []
+        for i, line in enumerate(lines):
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                if i == len(lines) - 1:
+                    break
+                raise ValueError(f"{self.jsonl_path} line {i + 1} is not valid JSON") from None
+        return rows
+
+    def append(self, row: Mapping[str, Any]) -> None:
+        """Add one epoch's row to both files."""
+        row = dict(row)
+        with open(self.jsonl_path, "a") as handle:
+            handle.write(json.dumps(row) + "\n")
+        header = self._csv_header()
+        if header is not None and set(row) <= set(header):
+            with open(self.csv_path, "a", newline="") as handle:
+                csv.DictWriter(handle, header, restval="").writerow(row)
+        else:
+            self._write_csv(self.read())
+
+    def truncate(self, last_epoch: int) -> list[dict[str, Any]]:
+        """Drop the rows of epochs after ``last_epoch`` from both files; return the rows kept."""
+        rows = [row for row in self.read() if int(row["epoch"]) <= last_epoch]
+        with atomic_open(self.jsonl_path, "w") as handle:
+            handle.writelines(json.dumps(row) + "\n" for row in rows)
+        self._write_csv(rows)
+        return rows
+
+    def _csv_header(self) -> list[str] | None:
+        if not self.csv_path.exists():
+            return None
+        with open(self.csv_path, newline="") as handle:
+            return next(csv.reader(handle), None)
+
+    def _write_csv(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        rows = list(rows)
+        header: list[str] = []
+        for row in rows:
+            header.extend(key for key in row if key not in header)
+        with atomic_open(self.csv_path, "w", newline="") as handle:
+            if header:
+                writer = csv.DictWriter(handle, header, restval="")
+                writer.writeheader()
+                writer.writerows(rows)

@@ -1,0 +1,434 @@
+"""The training loop: schedules give ``hyper``, the objective gives the loss, the optimizer steps.
+
+Per step t (global optimizer step, 0-based) of epoch e (1-based)::
+
+    hyper = {name: schedule(t, e)}; out = objective(model, batch, hyper); out.loss.backward(); optimizer.step()
+
+Training runs as a list of ``Stage``s (default: one stage of ``epochs`` epochs over every parameter).
+Checkpoints, ``config.json`` and per-epoch metrics go to ``run_dir``; with ``resume`` a run continues from
+its newest checkpoint and, on CPU, ends bit-identical to an uninterrupted run.
+"""
+from __future__ import annotations
+
+import bisect
+import json
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
+import pyro
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+from tqdm.auto import tqdm
+
+from pyromm.data.dataset import MultimodalDataset
+from pyromm.infer.objective import Objective, ObjectiveOutput
+from pyromm.train.checkpoint import (
+    CheckpointDir,
+    CheckpointMismatchError,
+    atomic_open,
+    capture_rng_state,
+    load_checkpoint,
+    load_model_state,
+    model_signature,
+    restore_rng_state,
+)
+from pyromm.train.logging import MetricsLog
+from pyromm.train.schedules import Schedule, as_schedule
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A block of ``epochs`` epochs with its own objective and trainable parameters.
+
+    ``objective`` defaults to the trainer's. ``trainable(model)`` gives the parameters optimised in the stage
+    (default: those requiring grad when ``fit`` starts); every other parameter is frozen
+    (``requires_grad=False``) during the stage. With ``reset_optimizer`` the stage starts with a fresh
+    optimizer; otherwise optimizer state carries over for the parameters trained in both stages.
+    """
+
+    name: str
+    epochs: int
+    objective: Objective | None = None
+    trainable: Callable[[nn.Module], Iterable[nn.Parameter]] | None = None
+    reset_optimizer: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
+            raise ValueError(f"stage {self.name!r}: epochs must be an integer >= 1, got {self.epochs!r}")
+
+
+class Trainer:
+    """Trains ``model`` on a ``MultimodalDataset`` with ``objective(model, batch, hyper)``.
+
+    ``schedules`` maps hyper names to a ``Schedule`` or a number (a constant); it must include ``beta``
+    (default ``{"beta": 1.0}``), which must never be negative. ``epochs`` is the total number of epochs
+    and is used only when ``stages`` is None. ``resume=False`` deletes the checkpoints and metrics in
+    ``run_dir`` and starts over.
+    """
+
+    sync_every: int = 20
+
+    def __init__(
+        self,
+        model: nn.Module,
+        objective: Objective,
+        *,
+        optimizer: str | type[Optimizer] = "adam",
+        lr: float = 1e-3,
+        optimizer_kwargs: Mapping[str, Any] | None = None,
+        schedules: Mapping[str, Schedule | float] | None = None,
+        batch_size: int = 128,
+        epochs: int = 10,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+        run_dir: str | os.PathLike | None = None,
+        checkpoint_every: int = 1,
+        keep_last: int | None = 2,
+        resume: bool = True,
+        progress: bool = True,
+        drop_last: bool = True,
+        grad_clip: float | None = None,
+        config: Mapping[str, Any] | None = None,
+        stages: Iterable[Stage] | None = None,
+    ) -> None:
+        self.model = model
+        self.objective = objective
+        self.optimizer_class = _optimizer_class(optimizer)
+        self.lr = lr
+        self.optimizer_kwargs = dict(optimizer_kwargs or {})
+        self.schedules = {name: as_schedule(s) for name, s in (schedules or {"beta": 1.0}).items()}
+        _check_beta(self.schedules)
+        self.batch_size = _at_least_one("batch_size", batch_size)
+        self.stages = list(stages) if stages is not None else [Stage("train", _at_least_one("epochs", epochs), objective)]
+        if not self.stages:
+            raise ValueError("stages is empty")
+        self.device = torch.device(device)
+        self.seed = seed
+        self.run_dir = None if run_dir is None else Path(run_dir)
+        self.checkpoint_every = _at_least_one("checkpoint_every", checkpoint_every)
+        self.keep_last = keep_last
+        self.resume = resume
+        self.progress = progress
+        self.drop_last = drop_last
+        if grad_clip is not None and not grad_clip > 0:
+            raise ValueError(f"grad_clip must be > 0 or None, got {grad_clip}")
+        self.grad_clip = grad_clip
+        self.user_config = dict(config or {})
+        self.generator = torch.Generator()
+        self.optimizer: Optimizer | None = None
+        self.epoch = 0
+        self.step = 0
+        self.stage_index = 0
+        self._params: list[nn.Parameter] = []
+        self._stage_ends = [int(e) for e in np.cumsum([s.epochs for s in self.stages])]
+
+    @property
+    def total_epochs(self) -> int:
+        return self._stage_ends[-1]
+
+    def config(self) -> dict[str, Any]:
+        """The trainer's settings as JSON-able values."""
+        return {
+            "optimizer": _qualname(self.optimizer_class),
+            "lr": self.lr,
+            "optimizer_kwargs": self.optimizer_kwargs,
+            "schedules": {name: s.config() for name, s in self.schedules.items()},
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "drop_last": self.drop_last,
+            "grad_clip": self.grad_clip,
+            "checkpoint_every": self.checkpoint_every,
+            "keep_last": self.keep_last,
+            "stages": [
+                {
+                    "name": s.name,
+                    "epochs": s.epochs,
+                    "objective": _qualname(s.objective or self.objective),
+                    "trainable": None if s.trainable is None else _qualname(s.trainable),
+                    "reset_optimizer": s.reset_optimizer,
+                }
+                for s in self.stages
+            ],
+        }
+
+    def run_config(self) -> dict[str, Any]:
+        """The ``config`` argument plus ``"model": model.config()`` (when defined) and ``"trainer"``."""
+        merged = dict(self.user_config)
+        model_config = getattr(self.model, "config", None)
+        added = {"trainer": self.config()}
+        if callable(model_config):
+            added["model"] = model_config()
+        clash = sorted(merged.keys() & added.keys())
+        if clash:
+            raise ValueError(f"config keys {clash} are reserved for the trainer and model configs")
+        merged.update(added)
+        return merged
+
+    def fit(self, train: MultimodalDataset, val: MultimodalDataset | None = None) -> list[dict[str, Any]]:
+        """Train over every stage; return one metrics row per epoch (the whole run's, when resumed)."""
+        model = self.model.to(self.device)
+        train = train.to(self.device)
+        val = None if val is None else val.to(self.device)
+        self._check_first_batch(train)
+        if val is not None:
+            self._check_first_batch(val)
+        config_json = _to_json(self.run_config())
+        self._seed()
+        self.optimizer, self.epoch, self.step, self.stage_index = None, 0, 0, 0
+        initial = [(p, p.requires_grad) for p in model.parameters()]
+        was_training = model.training
+        history: list[dict[str, Any]] = []
+        log = checkpoints = None
+        try:
+            if self.run_dir is not None:
+                log, checkpoints, history = self._open_run(config_json, initial)
+            with pyro.validation_enabled(False):
+                for epoch in range(self.epoch + 1, self.total_epochs + 1):
+                    stage_index = bisect.bisect_left(self._stage_ends, epoch)
+                    if self.optimizer is None or stage_index != self.stage_index:
+                        self._enter_stage(stage_index, initial)
+                    row = self._run_epoch(epoch, train, val)
+                    self.epoch = epoch
+                    history.append(row)
+                    if log is not None:
+                        log.append(row)
+                    if checkpoints is not None and (epoch % self.checkpoint_every == 0 or epoch in self._stage_ends):
+                        checkpoints.save(self._state(config_json))
+        finally:
+            for param, flag in initial:
+                param.requires_grad_(flag)
+            model.train(was_training)
+        return history
+
+    def _open_run(
+        self, config_json: str, initial: list[tuple[nn.Parameter, bool]]
+    ) -> tuple[MetricsLog, CheckpointDir, list[dict[str, Any]]]:
+        """Resume from the newest checkpoint (or clear them when not resuming), align the metrics log
+        with it and write ``config.json``; return the log, the checkpoints and the rows kept."""
+        checkpoints = CheckpointDir(self.run_dir / "checkpoints", self.keep_last)
+        if not self.resume:
+            checkpoints.clear()
+        latest = checkpoints.latest()
+        if latest is not None:
+            self._restore(latest, initial)
+        log = MetricsLog(self.run_dir)
+        history = log.truncate(self.epoch)
+        with atomic_open(self.run_dir / "config.json", "w") as handle:
+            handle.write(config_json)
+        return log, checkpoints, history
+
+    def _check_first_batch(self, data: MultimodalDataset) -> None:
+        check = getattr(self.model, "check_batch", None)
+        if callable(check):
+            check(next(iter(data.batches(self.batch_size))))
+
+    def _seed(self) -> None:
+        torch.manual_seed(self.seed)
+        np.random.seed(self.seed)
+        random.seed(self.seed)
+        self.generator.manual_seed(self.seed)
+
+    def _enter_stage(self, index: int, initial: list[tuple[nn.Parameter, bool]]) -> None:
+        """Freeze what the stage does not train and build its optimizer."""
+        stage = self.stages[index]
+        if stage.trainable is None:
+            params = [p for p, flag in initial if flag]
+        else:
+            params = list({id(p): p for p in stage.trainable(self.model)}.values())
+            owned = {id(p) for p, _ in initial}
+            if any(id(p) not in owned for p in params):
+                raise ValueError(f"stage {stage.name!r}: trainable() returned parameters that are not the model's")
+        if not params:
+            raise ValueError(f"stage {stage.name!r} has no trainable parameters")
+        chosen = {id(p) for p in params}
+        for param, _ in initial:
+            param.requires_grad_(id(param) in chosen)
+        optimizer = self.optimizer_class(params, lr=self.lr, **self.optimizer_kwargs)
+        if self.optimizer is not None and not stage.reset_optimizer:
+            for param in params:
+                if param in self.optimizer.state:
+                    optimizer.state[param] = self.optimizer.state[param]
+        self.optimizer, self.stage_index, self._params = optimizer, index, params
+
+    def _restore(self, path: Path, initial: list[tuple[nn.Parameter, bool]]) -> None:
+        """Continue from a checkpoint: model, stage and optimizer, counters, RNG and data-order states.
+
+        Loaded on CPU: ``load_state_dict`` moves tensors to the parameters' device (and keeps the
+        optimizer's step counters on CPU, as torch expects).
+        """
+        state = load_checkpoint(path, map_location="cpu")
+        epoch, stage = int(state["epoch"]), int(state["stage"])
+        if epoch > self.total_epochs:
+            raise ValueError(
+                f"checkpoint {path} is at epoch {epoch} but this run has {self.total_epochs} epochs; "
+                "use resume=False or another run_dir"
+            )
+        expected = bisect.bisect_left(self._stage_ends, epoch)
+        if stage != expected:
+            raise CheckpointMismatchError(
+                f"checkpoint {path} ended epoch {epoch} in stage {stage}, but these stages put epoch {epoch} "
+                f"in stage {expected} ({self.stages[expected].name!r})"
+            )
+        load_model_state(self.model, state, path)
+        self._enter_stage(stage, initial)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch, self.step = epoch, int(state["step"])
+        restore_rng_state(state["rng"])
+        self.generator.set_state(state["generator"].cpu())
+
+    def _state(self, config_json: str) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "stage": self.stage_index,
+            "rng": capture_rng_state(),
+            "generator": self.generator.get_state(),
+            "model_signature": model_signature(self.model),
+            "config": config_json,
+        }
+
+    def _hyper(self, epoch: int) -> dict[str, float]:
+        return {name: float(schedule(self.step, epoch)) for name, schedule in self.schedules.items()}
+
+    def _run_epoch(self, epoch: int, train: MultimodalDataset, val: MultimodalDataset | None) -> dict[str, Any]:
+        """One pass over ``train`` (then ``val``); host syncs only every ``sync_every`` steps."""
+        stage = self.stages[self.stage_index]
+        objective = stage.objective or self.objective
+        start = time.perf_counter()
+        self.model.train()
+        totals, window = _Totals(), []
+        batches = train.batches(self.batch_size, shuffle=True, generator=self.generator, drop_last=self.drop_last)
+        bar = tqdm(
+            total=train.num_batches(self.batch_size, self.drop_last),
+            desc=f"{stage.name} {epoch}/{self.total_epochs}",
+            disable=not self.progress,
+            dynamic_ncols=True,
+        )
+        with bar:
+            for batch in batches:
+                hyper = self._hyper(epoch)
+                out = objective(self.model, batch, hyper)
+                totals.add(out, batch.batch_size)
+                self.optimizer.zero_grad(set_to_none=True)
+                out.loss.backward()
+                if self.grad_clip is not None:
+                    nn.utils.clip_grad_norm_(self._params, self.grad_clip)
+                self.optimizer.step()
+                window.append((self.step, out.loss.detach(), {k: v.detach() for k, v in out.terms.items()}))
+                self.step += 1
+                bar.update()
+                if len(window) == self.sync_every:
+                    self._check_finite(window, epoch)
+                    window = []
+                    if self.progress:
+                        bar.set_postfix(loss=f"{totals.running_loss():.4g}")
+            self._check_finite(window, epoch)
+            row: dict[str, Any] = {"epoch": epoch, "stage": stage.name, "step": self.step}
+            row.update({f"train/{k}": v for k, v in totals.means().items()})
+            if val is not None:
+                row.update({f"val/{k}": v for k, v in self._evaluate(objective, val, hyper).items()})
+            row.update({f"hyper/{k}": v for k, v in hyper.items()})
+            row["seconds"] = time.perf_counter() - start
+            bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k in ("train/loss", "val/loss")})
+        return row
+
+    def _evaluate(self, objective: Objective, data: MultimodalDataset, hyper: Mapping[str, float]) -> dict[str, float]:
+        """Sample-weighted mean loss and terms over ``data`` in eval mode, without gradients."""
+        self.model.eval()
+        totals = _Totals()
+        with torch.no_grad():
+            for batch in data.batches(self.batch_size):
+                totals.add(objective(self.model, batch, hyper), batch.batch_size)
+        self.model.train()
+        return totals.means()
+
+    def _check_finite(self, window: list[tuple[int, Tensor, dict[str, Tensor]]], epoch: int) -> None:
+        """Raise ``FloatingPointError`` at the first (step, loss, terms) of ``window`` whose loss is NaN or inf.
+
+        One host sync per call.
+        """
+        if not window:
+            return
+        finite = torch.isfinite(torch.stack([loss for _, loss, _ in window]))
+        if bool(finite.all()):
+            return
+        step, loss, terms = window[int((~finite).to(torch.uint8).argmax())]
+        bad = [k for k, v in terms.items() if not bool(torch.isfinite(v).all())]
+        raise FloatingPointError(
+            f"non-finite loss {loss.item()} at step {step} (epoch {epoch}, stage "
+            f"{self.stages[self.stage_index].name!r}); non-finite terms: {', '.join(bad) or 'none'}"
+        )
+
+
+class _Totals:
+    """Sample-weighted sums of the loss and the terms, kept on the device until read."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, Tensor] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, out: ObjectiveOutput, n: int) -> None:
+        if out.loss.dim() != 0:
+            raise ValueError(f"objective loss must be a scalar, got shape {tuple(out.loss.shape)}")
+        if "loss" in out.terms:
+            raise ValueError("objective terms may not be named 'loss'")
+        for key, value in {"loss": out.loss, **out.terms}.items():
+            if value.numel() != 1:
+                raise ValueError(f"objective term {key!r} must be a scalar, got shape {tuple(value.shape)}")
+            weighted = value.detach().reshape(()).double() * n
+            self.sums[key] = self.sums[key] + weighted if key in self.sums else weighted
+            self.counts[key] = self.counts.get(key, 0) + n
+
+    def running_loss(self) -> float:
+        return (self.sums["loss"] / self.counts["loss"]).item()
+
+    def means(self) -> dict[str, float]:
+        keys = list(self.sums)
+        return dict(zip(keys, torch.stack([self.sums[k] / self.counts[k] for k in keys]).tolist()))
+
+
+def _optimizer_class(optimizer: str | type[Optimizer]) -> type[Optimizer]:
+    if isinstance(optimizer, type) and issubclass(optimizer, Optimizer):
+        return optimizer
+    known = {
+        name.lower(): cls
+        for name, cls in vars(torch.optim).items()
+        if isinstance(cls, type) and issubclass(cls, Optimizer) and cls is not Optimizer
+    }
+    if not isinstance(optimizer, str) or optimizer.lower() not in known:
+        raise ValueError(f"unknown optimizer {optimizer!r}; give a torch.optim class or one of {sorted(known)}")
+    return known[optimizer.lower()]
+
+
+def _check_beta(schedules: Mapping[str, Schedule]) -> None:
+    if "beta" not in schedules:
+        raise ValueError(f"schedules must include 'beta'; got {sorted(schedules)}")
+    low = schedules["beta"].bounds()[0]
+    if low < 0:
+        raise ValueError(f"schedule 'beta' reaches {low} < 0; beta must be >= 0")
+
+
+def _at_least_one(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return value
+
+
+def _qualname(obj: Any) -> str:
+    named = obj if hasattr(obj, "__qualname__") else type(obj)
+    return f"{getattr(named, '__module__', None)}.{named.__qualname__}"
+
+
+def _to_json(config: Mapping[str, Any]) -> str:
+    try:
+        return json.dumps(config, indent=2)
+    except TypeError as err:
+        raise TypeError(f"run config is not JSON-able: {err}") from err

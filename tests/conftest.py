@@ -1,0 +1,38 @@
+"""Shared pytest fixtures."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+
+def _shared_data_candidates() -> list[Path]:
+    candidates = [Path(__file__).resolve().parents[2] / "shared" / "data"]
+    if os.environ.get("PYROMM_DATA"):
+        candidates.append(Path(os.environ["PYROMM_DATA"]).expanduser())
+    return candidates
+
+
+@pytest.fixture(scope="session")
+def shared_data_root() -> Path:
+    """The offline data folder: ``<repo>/../shared/data``, else ``$PYROMM_DATA``; skips if neither exists."""
+    candidates = _shared_data_candidates()
+    for root in candidates:
+        if root.is_dir():
+            return root
+    pytest.skip(f"shared data folder not found (looked in {', '.join(map(str, candidates))})")
+
+
+@pytest.fixture
+def require_shared_file(shared_data_root: Path) -> Callable[..., Path]:
+    """``require_shared_file(*relative_paths)``: the shared data root, skipping the test naming the first missing file."""
+
+    def require(*relative_paths: str) -> Path:
+        for relative in relative_paths:
+            if not (shared_data_root / relative).is_file():
+                pytest.skip(f"shared data file missing: {shared_data_root / relative}")
+        return shared_data_root
+
+    return require
