@@ -25,6 +25,7 @@ class RunConfig:
     dataset: str = "digits"
     num_views: int = 3
     data_root: str | None = None
+    cache_root: str | None = None
     train_limit: int | None = None
     test_limit: int | None = None
     model: str = "mmvm"

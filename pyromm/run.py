@@ -9,7 +9,7 @@ import torch
 
 from pyromm import likelihoods
 from pyromm.config import ConfigError, RunConfig
-from pyromm.data import MultimodalDataset, data_root, load_digits_multiview, load_polymnist
+from pyromm.data import MultimodalDataset, cache_root, load_digits_multiview, load_polymnist
 from pyromm.evaluation import evaluate, plot_conditional_grid, plot_latent_scatter, train_modality_classifiers
 from pyromm.infer import MultimodalELBO, PyroELBO
 from pyromm.models import MMVMPrior, Modality, MultimodalVAE, standard_normal
@@ -37,7 +37,10 @@ def load_data(cfg: RunConfig) -> tuple[MultimodalDataset, MultimodalDataset]:
     else:
         translated = cfg.dataset == "translated_polymnist"
         train, test = (
-            load_polymnist(cfg.data_root, s, cfg.num_views, translated=translated, seed=0) for s in ("train", "test")
+            load_polymnist(
+                cfg.data_root, s, cfg.num_views, translated=translated, seed=0, cache_dir=cache_root(cfg.cache_root)
+            )
+            for s in ("train", "test")
         )
     return _limit(train, cfg.train_limit), _limit(test, cfg.test_limit)
 
@@ -114,8 +117,9 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, resume:
 
 
 def classifier_cache(cfg: RunConfig) -> tuple[Path, str]:
-    key = f"{cfg.dataset}-{cfg.num_views}views-seed{cfg.seed if cfg.dataset == 'digits' else 0}-e{cfg.classifier_epochs}"
-    return data_root(cfg.data_root) / "classifiers" / key, key
+    seed = cfg.seed if cfg.dataset == "digits" else 0
+    key = f"{cfg.dataset}-{cfg.num_views}views-seed{seed}-n{cfg.train_limit}-e{cfg.classifier_epochs}"
+    return cache_root(cfg.cache_root) / "classifiers" / key, key
 
 
 def evaluate_run(model: MultimodalVAE, train_set, test_set, cfg: RunConfig, run_dir: str | Path) -> dict[str, Any]:

@@ -36,3 +36,14 @@ def require_shared_file(shared_data_root: Path) -> Callable[..., Path]:
         return shared_data_root
 
     return require
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Derived files (generated datasets, classifiers) go to a session temp dir unless PYROMM_CACHE is set."""
+    if os.environ.get("PYROMM_CACHE"):
+        yield
+        return
+    os.environ["PYROMM_CACHE"] = str(tmp_path_factory.mktemp("pyromm_cache"))
+    yield
+    del os.environ["PYROMM_CACHE"]

@@ -4,7 +4,7 @@ from pyromm.data.dataset import DataValidationError, MultimodalDataset
 from pyromm.data.digits import load_digits_multiview
 from pyromm.data.linear_gaussian import LinearGaussianMultimodal
 from pyromm.data.mnist import IdxFormatError, load_mnist, read_idx
-from pyromm.data.paths import ChecksumError, data_root, ensure_file, md5sum, verify_md5
+from pyromm.data.paths import ChecksumError, cache_root, data_root, ensure_file, md5sum, verify_md5
 from pyromm.data.polymnist import generate_polymnist, load_polymnist
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "ChecksumError",
     "IdxFormatError",
     "data_root",
+    "cache_root",
     "md5sum",
     "verify_md5",
     "ensure_file",

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Iterable
 
 ENV_VAR = "PYROMM_DATA"
+CACHE_ENV_VAR = "PYROMM_CACHE"
 DEFAULT_ROOT = Path("~/.cache/pyromm")
 
 
@@ -25,6 +26,15 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
     if env:
         return Path(env).expanduser()
     return DEFAULT_ROOT.expanduser()
+
+
+def cache_root(root: str | os.PathLike | None = None) -> Path:
+    """Where pyromm writes what it derives (generated datasets, classifiers): ``root``, else
+    ``$PYROMM_CACHE``, else ``~/.cache/pyromm``. Kept apart from the data root, which may be read-only."""
+    if root is not None:
+        return Path(root).expanduser()
+    env = os.environ.get(CACHE_ENV_VAR)
+    return Path(env).expanduser() if env else DEFAULT_ROOT.expanduser()
 
 
 def md5sum(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:

@@ -1,0 +1,85 @@
+"""Every guide in ``guides/`` runs as a program: its ```python blocks, in order, in one fresh namespace."""
+from __future__ import annotations
+
+import math
+import re
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import pyro
+import pytest
+import torch
+
+GUIDES_DIR = Path(__file__).resolve().parents[1] / "guides"
+GUIDES = sorted(p for p in GUIDES_DIR.glob("*.md") if p.name != "README.md")
+# A fenced block opened by ```python at the start of a line and closed by ``` at the start of a line.
+PYTHON_BLOCK = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.DOTALL | re.MULTILINE)
+
+
+def python_blocks(text: str) -> list[str]:
+    return PYTHON_BLOCK.findall(text)
+
+
+def _check_accuracies(accuracies: dict, modalities: list[str]) -> None:
+    assert isinstance(accuracies, dict) and sorted(accuracies) == sorted(modalities), accuracies
+    for name, value in accuracies.items():
+        assert isinstance(value, float) and 0.0 <= value <= 1.0, (name, value)
+
+
+def _check_custom_prior(ns: dict) -> None:
+    assert ns["prior_check_passed"] is True
+    assert ns["gradient_check_passed"] is True
+    modalities = ns["train"].modalities
+    assert len(modalities) == 3
+    for key in ("independent", "mmvm"):
+        _check_accuracies(ns["baseline_accuracy"][key], modalities)
+    for key in ("mc", "jensen"):
+        _check_accuracies(ns["loo_accuracy"][key], modalities)
+    _check_accuracies(ns["tempered_accuracy"], modalities)
+    tempered = ns["tempered"]
+    assert any(p is tempered.temperature.log_tau for p in tempered.parameters()), "temperature is not trained"
+    assert math.isfinite(ns["tau"]) and ns["tau"] > 0
+    assert not Path(ns["RUN_ROOT"]).exists(), "the guide should remove its run directories"
+
+
+CHECKS: dict[str, Callable[[dict], None]] = {"custom_prior.md": _check_custom_prior}
+
+
+def test_block_extraction_keeps_only_python_blocks_in_order():
+    text = "intro ```python inline``` text\n```python\na = 1\n```\n```bash\nexit 1\n```\n```text\nx\n```\n```python\nb = a + 1\n```\n"
+    assert python_blocks(text) == ["a = 1\n", "b = a + 1\n"]
+
+
+def test_there_are_guides_and_the_index_lists_them():
+    assert GUIDES, f"no guides in {GUIDES_DIR}"
+    index = (GUIDES_DIR / "README.md").read_text(encoding="utf-8")
+    for guide in GUIDES:
+        assert f"({guide.name})" in index, f"guides/README.md does not link {guide.name}"
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    """A tmp working and temp directory; torch threads, RNG and Pyro's param store restored afterwards."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    threads, rng = torch.get_num_threads(), torch.get_rng_state()
+    pyro.clear_param_store()
+    try:
+        yield tmp_path
+    finally:
+        torch.set_num_threads(threads)
+        torch.set_rng_state(rng)
+        pyro.clear_param_store()
+
+
+@pytest.mark.parametrize("guide", GUIDES, ids=lambda p: p.name)
+def test_guide_runs(guide: Path, isolated):
+    blocks = python_blocks(guide.read_text(encoding="utf-8"))
+    assert blocks, f"{guide.name} has no ```python blocks"
+    namespace: dict = {"__name__": f"guide_{guide.stem}"}
+    for i, code in enumerate(blocks, start=1):
+        exec(compile(code, f"{guide.name} [python block {i}]", "exec"), namespace)
+    check = CHECKS.get(guide.name)
+    if check is not None:
+        check(namespace)

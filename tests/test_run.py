@@ -1,0 +1,86 @@
+"""End to end on the embedded digits: train, checkpoint, resume, reload, evaluate, bad configs."""
+import json
+
+import pytest
+import torch
+
+from pyromm.config import ConfigError, RunConfig
+from pyromm.data import DataValidationError, MultimodalDataset
+from pyromm.run import build_model, evaluate_run, load_run, train
+from pyromm.train import CheckpointMismatchError
+
+TINY = dict(dataset="digits", latent_dim=4, hidden=[32], batch_size=64, train_limit=256, test_limit=128,
+            classifier_epochs=1, eval_num_train=256)
+
+
+def params(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("model", ["independent", "mmvm"])
+def test_resume_gives_the_same_parameters_as_an_uninterrupted_run(tmp_path, model):
+    cfg = RunConfig(model=model, epochs=3, **TINY)
+    full, *_ = train(cfg, tmp_path / "full", progress=False)
+    train(cfg.replace(epochs=1), tmp_path / "split", progress=False)
+    resumed, *_ = train(cfg, tmp_path / "split", progress=False)
+    a, b = params(full), params(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    epochs = [json.loads(line)["epoch"] for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2, 3]
+
+
+def test_reloaded_run_gives_the_same_encodings(tmp_path):
+    cfg = RunConfig(model="mmvm", epochs=1, **TINY)
+    model, _, train_set, _ = train(cfg, tmp_path, progress=False)
+    _, reloaded = load_run(tmp_path)
+    batch = train_set.batch(slice(0, 8))
+    for name in model.modality_names:
+        torch.testing.assert_close(model.encode(batch)[name].mean, reloaded.encode(batch)[name].mean, rtol=0, atol=0)
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path):
+    train(RunConfig(model="mmvm", epochs=1, **TINY), tmp_path, progress=False)
+    with pytest.raises(CheckpointMismatchError):
+        train(RunConfig(model="mmvm", epochs=2, **{**TINY, "latent_dim": 5}), tmp_path, progress=False)
+
+
+def test_evaluation_writes_metrics_and_plots(tmp_path):
+    cfg = RunConfig(model="mmvm", epochs=2, **TINY)
+    model, _, train_set, test_set = train(cfg, tmp_path, progress=False)
+    results = evaluate_run(model, train_set, test_set, cfg, tmp_path)
+    for key in ("latent_acc_mean", "coherence_cross_mean", "rec_nll", "rec_mse"):
+        assert key in results
+    assert 0.0 <= results["latent_acc_mean"] <= 1.0
+    for name in ("evaluation.json", "latent_scatter.png", "conditional_generation.png"):
+        assert (tmp_path / name).stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"beta": -1.0}, "beta must be >= 0"),
+        ({"alpha": 1.5}, "alpha must lie in"),
+        ({"latent_dim": "8"}, "latent_dim has type str"),
+        ({"dataset": "cifar"}, "dataset must be one of"),
+        ({"num_views": 7}, "num_views must lie in 1..5"),
+    ],
+)
+def test_bad_configs_name_the_field(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        RunConfig.from_dict({**TINY, **changes})
+
+
+def test_unknown_config_key_is_named():
+    with pytest.raises(ConfigError, match="unknown config key 'betta'"):
+        RunConfig.from_dict({"betta": 1.0})
+
+
+def test_empty_dataset_is_refused():
+    with pytest.raises(DataValidationError, match="empty"):
+        MultimodalDataset({"m0": torch.zeros(0, 1, 8, 8)})
+
+
+def test_conv_network_on_digits_is_refused():
+    cfg = RunConfig(network="conv", **TINY)
+    with pytest.raises(ConfigError, match="needs \\(3, 28, 28\\) images; modality 'm0'"):
+        build_model(cfg, {"m0": (1, 8, 8)})
