@@ -40,7 +40,7 @@ class MMVMPrior:
         alpha = check_alpha(hyper.get("alpha", self.alpha))
         locs = torch.stack([q.base_dist.loc for q in posteriors.values()], dim=-2)
         scales = torch.stack([q.base_dist.scale for q in posteriors.values()], dim=-2)
-        log_w = _posterior_log_weights(posteriors, batch, locs) + _log(1.0 - alpha)
+        log_w = observed_log_weights(posteriors, batch, locs) + _log(1.0 - alpha)
         locs = torch.cat([locs, torch.zeros_like(locs[..., :1, :])], dim=-2)
         scales = torch.cat([scales, torch.ones_like(scales[..., :1, :])], dim=-2)
         log_w = torch.cat([log_w, torch.full_like(log_w[..., :1], _log(alpha))], dim=-1)
@@ -50,8 +50,9 @@ class MMVMPrior:
         return f"MMVMPrior(alpha={self.alpha})"
 
 
-def _posterior_log_weights(posteriors: Mapping[str, dist.Independent], batch: MultimodalBatch, locs: Tensor) -> Tensor:
-    """log(1/|O|) for observed components, -inf for masked ones; shape ``(B, M)``."""
+def observed_log_weights(posteriors: Mapping[str, dist.Independent], batch: MultimodalBatch, locs: Tensor) -> Tensor:
+    """Uniform mixture weights over each sample's observed modalities: log(1/|O_b|) for observed
+    components, -inf for masked ones; shape ``(B, M)``. ``locs`` is the ``(B, M, D)`` stack of posterior means."""
     masks = [batch.observed(name) for name in posteriors]
     if all(m is None for m in masks):
         return torch.full(locs.shape[:-1], -math.log(len(masks)), dtype=locs.dtype, device=locs.device)
