@@ -15,7 +15,7 @@ from pyromm.sweep import beta_sweep
 
 QUICK = dict(
     network="conv", latent_dim=32, epochs=5, batch_size=128, lr=1e-3, train_limit=6000, test_limit=2000,
-    classifier_epochs=4, eval_num_train=6000,
+    classifier_epochs=2, eval_num_train=6000,
 )
 QUICK_BETAS = [0.5, 2.0]
 # MMVM paper, App. B.4 and ALGORITHMS.md §1.7: ResNet nets, latent 512, Adam 5e-4, batch 256, 400 epochs.

@@ -46,6 +46,7 @@ class RunConfig:
     device: str = "cpu"
     checkpoint_every: int = 1
     classifier_epochs: int = 5
+    classifier_train_limit: int | None = None
     eval_num_train: int = 10000
 
     def __post_init__(self) -> None:

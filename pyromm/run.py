@@ -118,16 +118,21 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, resume:
 
 def classifier_cache(cfg: RunConfig) -> tuple[Path, str]:
     seed = cfg.seed if cfg.dataset == "digits" else 0
-    key = f"{cfg.dataset}-{cfg.num_views}views-seed{seed}-n{cfg.train_limit}-e{cfg.classifier_epochs}"
+    key = f"{cfg.dataset}-{cfg.num_views}views-seed{seed}-n{cfg.classifier_train_limit}-e{cfg.classifier_epochs}"
     return cache_root(cfg.cache_root) / "classifiers" / key, key
 
 
 def evaluate_run(model: MultimodalVAE, train_set, test_set, cfg: RunConfig, run_dir: str | Path) -> dict[str, Any]:
-    """Latent accuracy, coherence and reconstruction error; writes evaluation.json and plots."""
+    """Latent accuracy, coherence and reconstruction error; writes evaluation.json and plots.
+
+    The coherence classifiers train on ``classifier_train_limit`` samples of the training split (all by
+    default, not ``train_limit``) and report their accuracy on the whole test split.
+    """
     run_dir = Path(run_dir)
     cache_dir, key = classifier_cache(cfg)
+    clf_train, clf_test = load_data(cfg.replace(train_limit=cfg.classifier_train_limit, test_limit=None))
     classifiers, clf_acc = train_modality_classifiers(
-        train_set, test_set, epochs=cfg.classifier_epochs, device=cfg.device, seed=0, cache_dir=cache_dir, cache_key=key
+        clf_train, clf_test, epochs=cfg.classifier_epochs, device=cfg.device, seed=0, cache_dir=cache_dir, cache_key=key
     )
     device = torch.device(cfg.device)
     model.to(device)

@@ -77,7 +77,7 @@ def test_subsets_errors(names, message):
 def test_poe_matches_product_of_densities_on_grid(prior_expert):
     params, posteriors = make_posteriors(b=4, d=1)
     q = product_of_experts(posteriors, prior_expert=prior_expert)
-    grid = torch.linspace(-15, 15, 60001, dtype=torch.float64)
+    grid = torch.linspace(-12, 12, 24001, dtype=torch.float64)
     for b in range(4):
         log_density = sum(
             torch.distributions.Normal(loc[b, 0], scale[b, 0]).log_prob(grid) for loc, scale in params.values()
@@ -192,7 +192,7 @@ def test_masked_mopoe_log_prob_is_the_explicit_mixture(prior_expert):
 @pytest.mark.parametrize("stratified", [True, False])
 def test_mixture_samples_have_mixture_moments(aggregate, stratified):
     torch.manual_seed(0)
-    n = 21000  # divisible by 3 and by 7 components
+    n = 8400  # divisible by 3 and by 7 components
     base = {
         "a": ([-3.0, 0.0], [0.5, 1.0]),
         "b": ([2.0, 1.0], [1.0, 0.3]),
@@ -204,8 +204,9 @@ def test_mixture_samples_have_mixture_moments(aggregate, stratified):
     }
     q = aggregate(posteriors, stratified=stratified)
     z = q.rsample()
-    assert torch.allclose(z.mean(0), q.mean[0], atol=0.06)
-    assert torch.allclose(z.var(0), q.variance[0], rtol=0.05)
+    standard_error = (q.variance[0] / n).sqrt()
+    assert ((z.mean(0) - q.mean[0]).abs() < 4 * standard_error).all()
+    assert torch.allclose(z.var(0), q.variance[0], rtol=0.08)
     # hand-computed moments of the uniform MoE
     if aggregate is mixture_of_experts:
         locs = torch.tensor([loc for loc, _ in base.values()])
@@ -250,13 +251,13 @@ def test_masked_samples_use_observed_components():
     assert q.component_index().tolist() == [0] * 6 + [2] * 6
 
 
-@pytest.mark.parametrize("aggregate", AGGREGATORS)
-@pytest.mark.parametrize("stratified", [True, False])
-def test_gradients_reach_every_expert(aggregate, stratified):
-    if stratified is False and aggregate in (average, product_of_experts):
-        pytest.skip("no sampling option for Gaussian aggregates")
+@pytest.mark.parametrize(
+    "aggregate, kwargs",
+    [(average, {}), (product_of_experts, {"prior_expert": True})]
+    + [(f, {"stratified": s}) for f in (mixture_of_experts, mixture_of_products) for s in (True, False)],
+)
+def test_gradients_reach_every_expert(aggregate, kwargs):
     params, posteriors = make_posteriors(b=64, requires_grad=True)
-    kwargs = {"stratified": stratified} if aggregate in (mixture_of_experts, mixture_of_products) else {}
     z = aggregate(posteriors, **kwargs).rsample()
     z.pow(2).sum().backward()
     for name, (loc, scale) in params.items():

@@ -10,6 +10,7 @@ from pyromm.run import build_model, evaluate_run, load_run, train
 from pyromm.train import CheckpointMismatchError
 
 TINY = dict(dataset="digits", latent_dim=4, hidden=[32], batch_size=64, train_limit=256, test_limit=128,
+            classifier_train_limit=256,
             classifier_epochs=1, eval_num_train=256)
 
 
