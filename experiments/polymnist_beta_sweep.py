@@ -14,10 +14,10 @@ from pyromm.config import RunConfig
 from pyromm.sweep import beta_sweep
 
 QUICK = dict(
-    network="conv", latent_dim=32, epochs=5, batch_size=128, lr=1e-3, train_limit=6000, test_limit=2000,
-    classifier_epochs=2, eval_num_train=6000,
+    network="conv", latent_dim=32, epochs=5, batch_size=128, lr=1e-3, train_limit=10000, test_limit=2000,
+    classifier_epochs=2, eval_num_train=10000,
 )
-QUICK_BETAS = [0.5, 2.0]
+QUICK_BETAS = [2.0**-4, 2.0**-1]
 # MMVM paper, App. B.4 and ALGORITHMS.md §1.7: ResNet nets, latent 512, Adam 5e-4, batch 256, 400 epochs.
 PAPER = dict(network="resnet", latent_dim=512, epochs=400, batch_size=256, lr=5e-4, classifier_epochs=10, checkpoint_every=5)
 PAPER_BETAS = [2.0**k for k in range(-8, 4)]

@@ -11,7 +11,7 @@ from pyromm.data import MultimodalBatch
 from pyromm.distributions import DiagNormalMixture
 from pyromm.infer import MultimodalELBO, PyroELBO, rate
 from pyromm.likelihoods import Laplace, Normal
-from pyromm.models import MMVMPrior, Modality, MultimodalVAE, independent_vaes, mmvm_vae
+from pyromm.models import MMVMPrior, Modality, independent_vaes, mmvm_vae
 
 D = 3
 

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from pyromm.data.dataset import MultimodalDataset
-from pyromm.nn.classifiers import classifier_for, classifier_from_config
+from pyromm.nn.classifiers import classifier_for
 
 
 @contextmanager

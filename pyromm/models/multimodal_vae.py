@@ -2,23 +2,23 @@
 from __future__ import annotations
 
 import inspect
-from contextlib import contextmanager, nullcontext
-from typing import Callable, Iterator, Mapping, Sequence
+from contextlib import nullcontext
+from typing import Callable, Mapping, Sequence
 
-import torch
 import pyro
 import pyro.distributions as dist
 from pyro import poutine
-from torch import Tensor, nn
+from torch import Tensor
 
 from pyromm.data.batch import MultimodalBatch
+from pyromm.models.base import MultimodalNetworks, check_subset
 from pyromm.models.modality import Modality
 from pyromm.models.priors import MMVMPrior, standard_normal
 
 Prior = Callable[..., "dist.TorchDistribution | Mapping[str, dist.TorchDistribution]"]
 
 
-class MultimodalVAE(nn.Module):
+class MultimodalVAE(MultimodalNetworks):
     r"""p(X, Z) = Π_m p(x_m | z_m) · h(z_m | ·), guide q(Z | X) = Π_m q_m(z_m | x_m).
 
     Each modality m has its own latent z_m, encoder and decoder. The prior h is a function of the
@@ -27,85 +27,9 @@ class MultimodalVAE(nn.Module):
     """
 
     def __init__(self, modalities: Sequence[Modality], latent_dim: int, prior: Prior = standard_normal) -> None:
-        super().__init__()
-        names = [m.name for m in modalities]
-        if not names:
-            raise ValueError("a multimodal VAE needs at least one modality")
-        if len(set(names)) != len(names):
-            raise ValueError(f"modality names must be unique, got {names}")
-        if latent_dim < 1:
-            raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
-        self.modalities = {m.name: m for m in modalities}
-        self.encoders = nn.ModuleDict({m.name: m.encoder for m in modalities})
-        self.decoders = nn.ModuleDict({m.name: m.decoder for m in modalities})
-        self.latent_dim = int(latent_dim)
+        super().__init__(modalities, latent_dim)
         self.prior = prior
         self._prior_takes_hyper = _accepts_three_args(prior)
-        self._cache: tuple[MultimodalBatch, dict[str, dist.Independent]] | None = None
-        self._caching = False
-
-    @property
-    def modality_names(self) -> list[str]:
-        return list(self.modalities)
-
-    @property
-    def modality_weights(self) -> dict[str, float]:
-        return {name: m.weight for name, m in self.modalities.items()}
-
-    def check_batch(self, batch: MultimodalBatch) -> None:
-        """Raise a named error for unknown modalities, bad shapes/dtypes/values or fully masked samples."""
-        for name, x in batch.data.items():
-            if name not in self.modalities:
-                raise KeyError(f"unknown modality {name!r}; the model has {self.modality_names}")
-            self.modalities[name].check_data(x)
-        if batch.mask is not None:
-            observed = torch.stack(
-                [batch.mask.get(n, torch.ones(batch.batch_size, dtype=torch.bool, device=batch.device)) for n in batch.data]
-            ).any(0)
-            if not bool(observed.all()):
-                raise ValueError(f"sample {int((~observed).nonzero()[0])} of the batch has every modality masked")
-        with torch.no_grad():
-            for name, x in batch.data.items():
-                loc, log_var = self.encoders[name](x[:1])
-                if loc.shape != (1, self.latent_dim) or log_var.shape != (1, self.latent_dim):
-                    raise ValueError(
-                        f"modality {name!r}: encoder returned shapes {tuple(loc.shape)}, {tuple(log_var.shape)}; "
-                        f"expected (N, {self.latent_dim}) each"
-                    )
-                params = self.decoders[name](loc)
-                expected = (1, *self.modalities[name].event_shape)
-                if tuple(params.shape[: len(expected)]) != expected:
-                    raise ValueError(
-                        f"modality {name!r}: decoder returned shape {tuple(params.shape)}, expected {expected}"
-                    )
-
-    def encode(self, batch: MultimodalBatch) -> dict[str, dist.Independent]:
-        """q_m(z_m | x_m) = N(μ_m(x_m), diag exp(log_var_m(x_m))) for each modality in the batch."""
-        if self._caching and self._cache is not None and self._cache[0] is batch:
-            return self._cache[1]
-        posteriors = {}
-        for name, x in batch.data.items():
-            loc, log_var = self.encoders[name](x)
-            posteriors[name] = dist.Normal(loc, torch.exp(0.5 * log_var), validate_args=False).to_event(1)
-        if self._caching:
-            self._cache = (batch, posteriors)
-        return posteriors
-
-    @contextmanager
-    def cached_encoding(self) -> Iterator[None]:
-        """Within this context, ``encode`` of the same batch object runs the encoders once."""
-        self._caching, self._cache = True, None
-        try:
-            yield
-        finally:
-            self._caching, self._cache = False, None
-
-    def decode(self, name: str, z: Tensor) -> dist.TorchDistribution:
-        """p(x_name | z) for z of shape ``(*sample, B, D)``: the decoder sees ``(N, D)``."""
-        modality = self.modalities[name]
-        params = self.decoders[name](z.reshape(-1, z.shape[-1]))
-        params = params.reshape(*z.shape[:-1], *params.shape[1:])
-        return modality.likelihood.distribution(params)
 
     def priors(
         self, posteriors: Mapping[str, dist.Independent], batch: MultimodalBatch, hyper: Mapping[str, float]
@@ -121,7 +45,7 @@ class MultimodalVAE(nn.Module):
 
     def infer(self, batch: MultimodalBatch, subset: Sequence[str]) -> dist.TorchDistribution:
         """q(z | X_S): the unimodal posterior for |S| = 1, the uniform mixture 1/|S| Σ_{m∈S} q_m otherwise."""
-        subset = _check_subset(subset, self.modality_names)
+        subset = check_subset(subset, self.modality_names)
         posteriors = self.encode(batch.select(subset))
         if len(subset) == 1:
             return posteriors[subset[0]]
@@ -158,15 +82,8 @@ class MultimodalVAE(nn.Module):
                     pyro.sample(f"z_{name}", q)
 
     def config(self) -> dict:
-        return {
-            "family": type(self).__name__,
-            "latent_dim": self.latent_dim,
-            "prior": repr(self.prior) if not inspect.isfunction(self.prior) else self.prior.__name__,
-            "modalities": {
-                n: {"event_shape": list(m.event_shape), "weight": m.weight, "likelihood": m.likelihood.config()}
-                for n, m in self.modalities.items()
-            },
-        }
+        prior = self.prior.__name__ if inspect.isfunction(self.prior) else repr(self.prior)
+        return {**super().config(), "prior": prior}
 
 
 def independent_vaes(modalities: Sequence[Modality], latent_dim: int) -> MultimodalVAE:
@@ -182,16 +99,6 @@ def mmvm_vae(modalities: Sequence[Modality], latent_dim: int, alpha: float = 0.0
 def _observed_only(observed: Tensor | None):
     """poutine.mask over the observed samples, or nothing when all are observed."""
     return nullcontext() if observed is None else poutine.mask(mask=observed)
-
-
-def _check_subset(subset: Sequence[str], names: Sequence[str]) -> list[str]:
-    subset = list(subset)
-    if not subset:
-        raise ValueError("the subset of modalities is empty")
-    unknown = [n for n in subset if n not in names]
-    if unknown:
-        raise KeyError(f"unknown modality {unknown[0]!r} in subset; the model has {list(names)}")
-    return subset
 
 
 def _accepts_three_args(fn: Callable) -> bool:

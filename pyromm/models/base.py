@@ -1,0 +1,130 @@
+"""What every multimodal model shares: per-modality encoders, decoders, likelihoods and input checks."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator, Sequence
+
+import torch
+import pyro.distributions as dist
+from torch import Tensor, nn
+
+from pyromm.data.batch import MultimodalBatch
+from pyromm.models.modality import Modality
+
+POSTERIORS = ("normal", "laplace")
+
+
+class MultimodalNetworks(nn.Module):
+    r"""Encoders q_m(z | x_m) and decoders p(x_m | z) of named modalities.
+
+    ``posterior='normal'``: q_m = N(loc, diag exp(log_var)) from the encoder's ``(loc, log_var)``.
+    ``posterior='laplace'``: q_m = Laplace(loc, s) with s = softmax(second output)·D + 1e-6, the scale
+    constraint of MMVAE/MMVAE+.
+    """
+
+    def __init__(self, modalities: Sequence[Modality], latent_dim: int, posterior: str = "normal") -> None:
+        super().__init__()
+        names = [m.name for m in modalities]
+        if not names:
+            raise ValueError("a multimodal model needs at least one modality")
+        if len(set(names)) != len(names):
+            raise ValueError(f"modality names must be unique, got {names}")
+        if latent_dim < 1:
+            raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
+        if posterior not in POSTERIORS:
+            raise ValueError(f"posterior must be one of {POSTERIORS}, got {posterior!r}")
+        self.modalities = {m.name: m for m in modalities}
+        self.encoders = nn.ModuleDict({m.name: m.encoder for m in modalities})
+        self.decoders = nn.ModuleDict({m.name: m.decoder for m in modalities})
+        self.latent_dim = int(latent_dim)
+        self.posterior = posterior
+        self._cache: tuple[MultimodalBatch, dict[str, dist.Independent]] | None = None
+        self._caching = False
+
+    @property
+    def modality_names(self) -> list[str]:
+        return list(self.modalities)
+
+    @property
+    def modality_weights(self) -> dict[str, float]:
+        return {name: m.weight for name, m in self.modalities.items()}
+
+    def check_batch(self, batch: MultimodalBatch) -> None:
+        """Raise a named error for unknown modalities, bad shapes/dtypes/values or fully masked samples."""
+        for name, x in batch.data.items():
+            if name not in self.modalities:
+                raise KeyError(f"unknown modality {name!r}; the model has {self.modality_names}")
+            self.modalities[name].check_data(x)
+        if batch.mask is not None:
+            observed = torch.stack(
+                [batch.mask.get(n, torch.ones(batch.batch_size, dtype=torch.bool, device=batch.device)) for n in batch.data]
+            ).any(0)
+            if not bool(observed.all()):
+                raise ValueError(f"sample {int((~observed).nonzero()[0])} of the batch has every modality masked")
+        with torch.no_grad():
+            for name, x in batch.data.items():
+                loc, second = self.encoders[name](x[:1])
+                if loc.shape != (1, self.latent_dim) or second.shape != (1, self.latent_dim):
+                    raise ValueError(
+                        f"modality {name!r}: encoder returned shapes {tuple(loc.shape)}, {tuple(second.shape)}; "
+                        f"expected (N, {self.latent_dim}) each"
+                    )
+                params = self.decoders[name](loc)
+                expected = (1, *self.modalities[name].event_shape)
+                if tuple(params.shape[: len(expected)]) != expected:
+                    raise ValueError(
+                        f"modality {name!r}: decoder returned shape {tuple(params.shape)}, expected {expected}"
+                    )
+
+    def encode(self, batch: MultimodalBatch) -> dict[str, dist.Independent]:
+        """q_m(z | x_m) for each modality in the batch (see the class docstring for the parameterisation)."""
+        if self._caching and self._cache is not None and self._cache[0] is batch:
+            return self._cache[1]
+        posteriors = {name: self.posterior_of(*self.encoders[name](x)) for name, x in batch.data.items()}
+        if self._caching:
+            self._cache = (batch, posteriors)
+        return posteriors
+
+    def posterior_of(self, loc: Tensor, second: Tensor) -> dist.Independent:
+        """The posterior distribution from an encoder's two outputs."""
+        if self.posterior == "laplace":
+            scale = torch.softmax(second, dim=-1) * second.shape[-1] + 1e-6
+            return dist.Laplace(loc, scale, validate_args=False).to_event(1)
+        return dist.Normal(loc, torch.exp(0.5 * second), validate_args=False).to_event(1)
+
+    @contextmanager
+    def cached_encoding(self) -> Iterator[None]:
+        """Within this context, ``encode`` of the same batch object runs the encoders once."""
+        self._caching, self._cache = True, None
+        try:
+            yield
+        finally:
+            self._caching, self._cache = False, None
+
+    def decode(self, name: str, z: Tensor) -> dist.TorchDistribution:
+        """p(x_name | z) for z of shape ``(*sample, B, D)``: the decoder sees ``(N, D)``."""
+        params = self.decoders[name](z.reshape(-1, z.shape[-1]))
+        params = params.reshape(*z.shape[:-1], *params.shape[1:])
+        return self.modalities[name].likelihood.distribution(params)
+
+    def config(self) -> dict:
+        return {
+            "family": type(self).__name__,
+            "latent_dim": self.latent_dim,
+            "posterior": self.posterior,
+            "modalities": {
+                n: {"event_shape": list(m.event_shape), "weight": m.weight, "likelihood": m.likelihood.config()}
+                for n, m in self.modalities.items()
+            },
+        }
+
+
+def check_subset(subset: Sequence[str], names: Sequence[str]) -> list[str]:
+    """``subset`` as a list, after checking it is non-empty and names only known modalities."""
+    subset = list(subset)
+    if not subset:
+        raise ValueError("the subset of modalities is empty")
+    unknown = [n for n in subset if n not in names]
+    if unknown:
+        raise KeyError(f"unknown modality {unknown[0]!r} in subset; the model has {list(names)}")
+    return subset
