@@ -75,6 +75,13 @@ class DiagNormalMixture(dist.TorchDistribution):
         weights = self.weights
         return torch.where(weights > 0, weights * kl, torch.zeros_like(kl)).sum(-1)
 
+    def component_kl_bound(self, p: dist.Independent) -> Tensor:
+        r"""Σ_k w_k KL(p_k ‖ p) ≥ KL(Σ_k w_k p_k ‖ p), for a diagonal Gaussian ``p`` (convexity of KL)."""
+        base = p.base_dist
+        kl = kl_divergence(self.components, dist.Normal(base.loc.unsqueeze(-2), base.scale.unsqueeze(-2))).sum(-1)
+        weights = self.weights
+        return torch.where(weights > 0, weights * kl, torch.zeros_like(kl)).sum(-1)
+
     def expand(self, batch_shape, _instance=None):
         batch_shape = torch.Size(batch_shape)
         k, d = self.locs.shape[-2:]

@@ -3,6 +3,7 @@ from pyromm.infer.divergences import RATE_MODES, analytic_kl, jensen_kl, monte_c
 from pyromm.infer.elbo import MultimodalELBO
 from pyromm.infer.objective import Objective, ObjectiveOutput
 from pyromm.infer.pyro_elbo import PyroELBO
+from pyromm.infer.shared_elbo import MVTCAEObjective, SharedELBO, SubsampledELBO
 
 __all__ = [
     "RATE_MODES",
@@ -14,4 +15,7 @@ __all__ = [
     "Objective",
     "ObjectiveOutput",
     "PyroELBO",
+    "SharedELBO",
+    "SubsampledELBO",
+    "MVTCAEObjective",
 ]

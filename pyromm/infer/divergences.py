@@ -1,10 +1,12 @@
 """The rate term R(q, p) of an ELBO, in its three estimators."""
 from __future__ import annotations
 
+import torch
+import pyro.distributions as dist
 from torch import Tensor
 from torch.distributions import Distribution, kl_divergence
 
-RATE_MODES = ("analytic", "jensen", "mc")
+RATE_MODES = ("analytic", "jensen", "selected", "mc")
 
 
 def check_rate_mode(mode: str) -> str:
@@ -24,9 +26,33 @@ def analytic_kl(q: Distribution, p: Distribution) -> Tensor:
 
 
 def jensen_kl(q: Distribution, p: Distribution) -> Tensor:
-    """Σ_k w_k KL(q ‖ p_k) for a mixture p = Σ_k w_k p_k (an upper bound of KL(q ‖ p)); exact KL otherwise."""
-    upper_bound = getattr(p, "kl_upper_bound", None)
-    return upper_bound(q) if upper_bound is not None else analytic_kl(q, p)
+    """The joint-convexity bound of KL(q ‖ p) when either side is a mixture, the exact KL otherwise.
+
+    Mixture prior p = Σ_k w_k p_k: Σ_k w_k KL(q ‖ p_k) (the MMVM rate). Mixture posterior q = Σ_k w_k q_k:
+    Σ_k w_k KL(q_k ‖ p) (MoPoE's subset-averaged KL).
+    """
+    prior_bound = getattr(p, "kl_upper_bound", None)
+    if prior_bound is not None:
+        return prior_bound(q)
+    posterior_bound = getattr(q, "component_kl_bound", None)
+    if posterior_bound is not None:
+        return posterior_bound(p)
+    return analytic_kl(q, p)
+
+
+def selected_component_kl(q: Distribution, p: Distribution) -> Tensor:
+    """KL(q_{k(b)} ‖ p) of the component k(b) each sample's rsample draws from (stratified mixtures).
+
+    This is what the MMVM reference code optimises for its MoE and MoPoE baselines.
+    """
+    index = getattr(q, "component_index", None)
+    if index is None or not getattr(q, "stratified", False):
+        raise ValueError(f"rate='selected' needs a stratified mixture posterior, got {type(q).__name__}")
+    k = index()
+    gather = k[..., None, None].expand(*k.shape, 1, q.locs.shape[-1])
+    loc = torch.gather(q.locs, -2, gather).squeeze(-2)
+    scale = torch.gather(q.scales, -2, gather).squeeze(-2)
+    return analytic_kl(dist.Normal(loc, scale).to_event(1), p)
 
 
 def monte_carlo_kl(q: Distribution, p: Distribution, z: Tensor) -> Tensor:
@@ -35,11 +61,13 @@ def monte_carlo_kl(q: Distribution, p: Distribution, z: Tensor) -> Tensor:
 
 
 def rate(q: Distribution, p: Distribution, z: Tensor, mode: str) -> Tensor:
-    """R(q, p) by ``mode``: 'analytic' KL, 'jensen' mixture bound, or 'mc' single-sample estimate at ``z``."""
+    """R(q, p) by ``mode``: 'analytic' KL, 'jensen' mixture bound, 'selected' component KL, or 'mc' at ``z``."""
     if mode == "analytic":
         return analytic_kl(q, p)
     if mode == "jensen":
         return jensen_kl(q, p)
+    if mode == "selected":
+        return selected_component_kl(q, p)
     if mode == "mc":
         return monte_carlo_kl(q, p, z)
     raise ValueError(f"unknown rate mode {mode!r}; choose from {RATE_MODES}")

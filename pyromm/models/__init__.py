@@ -2,5 +2,9 @@
 from pyromm.models.modality import Modality
 from pyromm.models.multimodal_vae import MultimodalVAE, independent_vaes, mmvm_vae
 from pyromm.models.priors import MMVMPrior, standard_normal
+from pyromm.models.shared_vae import AGGREGATIONS, SharedLatentVAE
 
-__all__ = ["Modality", "MultimodalVAE", "independent_vaes", "mmvm_vae", "MMVMPrior", "standard_normal"]
+__all__ = [
+    "AGGREGATIONS",
+    "SharedLatentVAE",
+    "Modality", "MultimodalVAE", "independent_vaes", "mmvm_vae", "MMVMPrior", "standard_normal"]

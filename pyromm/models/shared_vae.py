@@ -1,0 +1,91 @@
+"""Multimodal VAEs with one shared latent: AVG, PoE/MVAE, MoE, MoPoE, MVTCAE as guide combinators."""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from functools import partial
+from typing import Callable, Mapping, Sequence
+
+import torch
+import pyro
+import pyro.distributions as dist
+from pyro import poutine
+
+from pyromm import aggregation
+from pyromm.data.batch import MultimodalBatch
+from pyromm.models.base import MultimodalNetworks, check_subset
+from pyromm.models.modality import Modality
+
+AGGREGATIONS: dict[str, Callable] = {
+    "avg": aggregation.average,
+    "poe": aggregation.product_of_experts,
+    "poe_prior": partial(aggregation.product_of_experts, prior_expert=True),
+    "moe": aggregation.mixture_of_experts,
+    "mopoe": aggregation.mixture_of_products,
+    "mopoe_noprior": partial(aggregation.mixture_of_products, prior_expert="none"),
+}
+
+
+class SharedLatentVAE(MultimodalNetworks):
+    r"""p(X, z) = N(z; 0, I) Π_m p(x_m | z), guide q(z | X_S) = aggregate_{m ∈ S ∩ O} q_m(z | x_m).
+
+    ``aggregation`` names a combinator of :mod:`pyromm.aggregation` (``avg``, ``poe``, ``poe_prior``,
+    ``moe``, ``mopoe``, ``mopoe_noprior``) or is a callable ``(posteriors, mask) -> distribution``.
+    Every decoder decodes the one z; masked modalities leave the aggregate and the likelihood.
+    """
+
+    def __init__(
+        self, modalities: Sequence[Modality], latent_dim: int, aggregation: str | Callable = "poe"
+    ) -> None:
+        super().__init__(modalities, latent_dim)
+        if isinstance(aggregation, str):
+            if aggregation not in AGGREGATIONS:
+                raise ValueError(f"unknown aggregation {aggregation!r}; choose from {sorted(AGGREGATIONS)}")
+            self.aggregation_name, self.aggregate = aggregation, AGGREGATIONS[aggregation]
+        else:
+            self.aggregation_name, self.aggregate = getattr(aggregation, "__name__", repr(aggregation)), aggregation
+
+    def prior(self, batch: MultimodalBatch) -> dist.Independent:
+        """p(z) = N(0, I) for every sample of the batch."""
+        zeros = torch.zeros(batch.batch_size, self.latent_dim, device=batch.device)
+        return dist.Normal(zeros, torch.ones_like(zeros)).to_event(1)
+
+    def joint(self, batch: MultimodalBatch, subset: Sequence[str] | None = None) -> dist.TorchDistribution:
+        """q(z | X_S), aggregated over the modalities of ``subset`` (default: all in the batch) observed per sample."""
+        names = list(batch.data) if subset is None else check_subset(subset, self.modality_names)
+        posteriors = self.encode(batch)
+        missing = [n for n in names if n not in posteriors]
+        if missing:
+            raise KeyError(f"modality {missing[0]!r} is not in the batch (batch has {batch.modalities})")
+        return self.aggregate({n: posteriors[n] for n in names}, batch.mask)
+
+    def infer(self, batch: MultimodalBatch, subset: Sequence[str]) -> dist.TorchDistribution:
+        """q(z | X_S), the posterior every decoder conditions on."""
+        return self.joint(batch.select(check_subset(subset, self.modality_names)))
+
+    def reconstruct(self, batch: MultimodalBatch) -> dict[str, dist.TorchDistribution]:
+        """p(x_m | z) for every modality, one z ~ q(z | X) shared by all decoders."""
+        z = self.joint(batch).sample()
+        return {name: self.decode(name, z) for name in batch.data}
+
+    def model(self, batch: MultimodalBatch, hyper: Mapping[str, float] | None = None) -> None:
+        """Pyro model: z ~ N(0, I) scaled by β, x_m ~ p(x_m | z) scaled by w_m for the observed samples."""
+        hyper = {} if hyper is None else hyper
+        pyro.module("pyromm_vae", self)
+        with pyro.plate("data", batch.batch_size):
+            with poutine.scale(scale=hyper.get("beta", 1.0)):
+                z = pyro.sample("z", self.prior(batch))
+            for name, x in batch.data.items():
+                observed = batch.observed(name)
+                with nullcontext() if observed is None else poutine.mask(mask=observed):
+                    with poutine.scale(scale=self.modalities[name].weight):
+                        pyro.sample(f"x_{name}", self.decode(name, z), obs=x)
+
+    def guide(self, batch: MultimodalBatch, hyper: Mapping[str, float] | None = None) -> None:
+        """Pyro guide: z ~ q(z | X), scaled by β."""
+        hyper = {} if hyper is None else hyper
+        pyro.module("pyromm_vae", self)
+        with pyro.plate("data", batch.batch_size), poutine.scale(scale=hyper.get("beta", 1.0)):
+            pyro.sample("z", self.joint(batch))
+
+    def config(self) -> dict:
+        return {**super().config(), "aggregation": self.aggregation_name}
