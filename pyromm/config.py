@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 DATASETS = ("digits", "polymnist", "translated_polymnist")
-MODELS = ("independent", "mmvm")
+MODELS = ("independent", "mmvm", "avg", "poe", "moe", "mopoe", "mopoe_reference", "mvae", "mvtcae")
+DEFAULT_ALPHA = {"mmvm": 0.0, "mvtcae": 0.1}
+DEFAULT_RATE = {"mmvm": "jensen", "moe": "selected", "mopoe": "selected", "mopoe_reference": "jensen"}
 NETWORKS = ("mlp", "conv", "resnet")
 LIKELIHOODS = ("laplace", "normal", "bernoulli")
 OBJECTIVES = ("fast", "pyro")
@@ -30,8 +32,9 @@ class RunConfig:
     test_limit: int | None = None
     model: str = "mmvm"
     rate: str | None = None
-    alpha: float = 0.0
+    alpha: float | None = None
     alpha_schedule: dict | None = None
+    num_random_subsets: int = 0
     beta: float = 1.0
     latent_dim: int = 16
     network: str = "mlp"
@@ -53,11 +56,17 @@ class RunConfig:
         self.validate()
 
     @property
+    def alpha_value(self) -> float:
+        """The model's α (MMVM: weight of N(0, I) in the prior; MVTCAE: its TC weight), default per model."""
+        return self.alpha if self.alpha is not None else DEFAULT_ALPHA.get(self.model, 0.0)
+
+    @property
     def rate_mode(self) -> str:
-        """The rate estimator: 'jensen' for MMVM (the reference code) and 'analytic' otherwise, unless set."""
+        """The rate estimator, unless set: each model's reference (MMVM and MoPoE's: 'jensen'; the MMVM
+        code's MoE/MoPoE baselines: 'selected'; Gaussian posteriors: 'analytic')."""
         if self.rate is not None:
             return self.rate
-        return "jensen" if self.model == "mmvm" else "analytic"
+        return DEFAULT_RATE.get(self.model, "analytic")
 
     def validate(self) -> None:
         for f in fields(self):
@@ -68,13 +77,15 @@ class RunConfig:
         _check_choice("likelihood", self.likelihood, LIKELIHOODS)
         _check_choice("objective", self.objective, OBJECTIVES)
         if self.rate is not None:
-            _check_choice("rate", self.rate, ("analytic", "jensen", "mc"))
+            _check_choice("rate", self.rate, ("analytic", "jensen", "selected", "mc"))
         if not 1 <= self.num_views <= 5:
             raise ConfigError(f"num_views must lie in 1..5, got {self.num_views}")
         if self.beta < 0:
             raise ConfigError(f"beta must be >= 0, got {self.beta}")
-        if not 0.0 <= self.alpha <= 1.0:
+        if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
             raise ConfigError(f"alpha must lie in [0, 1], got {self.alpha}")
+        if self.num_random_subsets < 0:
+            raise ConfigError(f"num_random_subsets must be >= 0, got {self.num_random_subsets}")
         for name in ("latent_dim", "epochs", "batch_size", "checkpoint_every", "eval_num_train"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -11,8 +11,8 @@ from pyromm import likelihoods
 from pyromm.config import ConfigError, RunConfig
 from pyromm.data import MultimodalDataset, cache_root, load_digits_multiview, load_polymnist
 from pyromm.evaluation import evaluate, plot_conditional_grid, plot_latent_scatter, train_modality_classifiers
-from pyromm.infer import MultimodalELBO, PyroELBO
-from pyromm.models import MMVMPrior, Modality, MultimodalVAE, standard_normal
+from pyromm.infer import MultimodalELBO, MVTCAEObjective, PyroELBO, SharedELBO, SubsampledELBO
+from pyromm.models import MMVMPrior, Modality, MultimodalVAE, SharedLatentVAE, standard_normal
 from pyromm.nn import (
     MLPDecoder,
     MLPEncoder,
@@ -73,23 +73,47 @@ def build_modalities(cfg: RunConfig, event_shapes: dict[str, tuple[int, ...]]) -
     return modalities
 
 
-def build_model(cfg: RunConfig, event_shapes: dict[str, tuple[int, ...]]) -> MultimodalVAE:
+# Shared-latent models: the aggregation of the unimodal posteriors each trains with.
+SHARED_AGGREGATIONS = {
+    "avg": "avg",
+    "poe": "poe",
+    "moe": "moe",
+    "mopoe": "mopoe_noprior",
+    "mopoe_reference": "mopoe",
+    "mvae": "poe_prior",
+    "mvtcae": "poe",
+}
+# The MMVM code's joint baselines sum the aggregated KL once per modality (ALGORITHMS.md §1.5).
+MMVM_BASELINES = ("avg", "poe", "moe", "mopoe")
+
+
+def build_model(cfg: RunConfig, event_shapes: dict[str, tuple[int, ...]]) -> MultimodalVAE | SharedLatentVAE:
+    """The model named by ``cfg.model`` on the networks of ``cfg.network``."""
     torch.manual_seed(cfg.seed)
-    prior = MMVMPrior(cfg.alpha) if cfg.model == "mmvm" else standard_normal
-    return MultimodalVAE(build_modalities(cfg, event_shapes), cfg.latent_dim, prior=prior)
+    modalities = build_modalities(cfg, event_shapes)
+    if cfg.model in SHARED_AGGREGATIONS:
+        return SharedLatentVAE(modalities, cfg.latent_dim, SHARED_AGGREGATIONS[cfg.model])
+    prior = MMVMPrior(cfg.alpha_value) if cfg.model == "mmvm" else standard_normal
+    return MultimodalVAE(modalities, cfg.latent_dim, prior=prior)
 
 
 def build_objective(cfg: RunConfig):
-    """The fast built-in ELBO, or the general Pyro path (Trace_ELBO: the MC rate)."""
+    """The model's built-in objective, or the general Pyro path (Trace_ELBO: the MC rate)."""
     if cfg.objective == "pyro":
         return PyroELBO()
-    return MultimodalELBO(cfg.rate_mode)
+    if cfg.model in ("independent", "mmvm"):
+        return MultimodalELBO(cfg.rate_mode)
+    if cfg.model == "mvtcae":
+        return MVTCAEObjective(cfg.alpha_value)
+    if cfg.model == "mvae":
+        return SubsampledELBO(SharedELBO(cfg.rate_mode), cfg.num_random_subsets)
+    return SharedELBO(cfg.rate_mode, rate_scale="modalities" if cfg.model in MMVM_BASELINES else 1.0)
 
 
 def build_schedules(cfg: RunConfig) -> dict[str, Any]:
     schedules: dict[str, Any] = {"beta": cfg.beta}
     if cfg.model == "mmvm":
-        schedules["alpha"] = schedule_from_config(cfg.alpha_schedule) if cfg.alpha_schedule else cfg.alpha
+        schedules["alpha"] = schedule_from_config(cfg.alpha_schedule) if cfg.alpha_schedule else cfg.alpha_value
     return schedules
 
 
@@ -122,7 +146,7 @@ def classifier_cache(cfg: RunConfig) -> tuple[Path, str]:
     return cache_root(cfg.cache_root) / "classifiers" / key, key
 
 
-def evaluate_run(model: MultimodalVAE, train_set, test_set, cfg: RunConfig, run_dir: str | Path) -> dict[str, Any]:
+def evaluate_run(model: MultimodalVAE | SharedLatentVAE, train_set, test_set, cfg: RunConfig, run_dir: str | Path) -> dict[str, Any]:
     """Latent accuracy, coherence and reconstruction error; writes evaluation.json and plots.
 
     The coherence classifiers train on ``classifier_train_limit`` samples of the training split (all by
@@ -154,7 +178,7 @@ def run(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, resume: b
     return evaluate_run(model, train_set, test_set, cfg, run_dir)
 
 
-def load_run(run_dir: str | Path, map_location: str = "cpu") -> tuple[RunConfig, MultimodalVAE]:
+def load_run(run_dir: str | Path, map_location: str = "cpu") -> tuple[RunConfig, MultimodalVAE | SharedLatentVAE]:
     """The config and trained model of a run directory (weights loaded without unpickling)."""
     run_dir = Path(run_dir)
     saved = json.loads((run_dir / "config.json").read_text())

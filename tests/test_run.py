@@ -85,3 +85,12 @@ def test_conv_network_on_digits_is_refused():
     cfg = RunConfig(network="conv", **TINY)
     with pytest.raises(ConfigError, match="needs \\(3, 28, 28\\) images; modality 'm0'"):
         build_model(cfg, {"m0": (1, 8, 8)})
+
+
+@pytest.mark.parametrize("model", ["avg", "poe", "moe", "mopoe", "mopoe_reference", "mvae", "mvtcae"])
+def test_every_shared_latent_model_trains_and_evaluates(tmp_path, model):
+    cfg = RunConfig(model=model, epochs=1, num_random_subsets=1, **TINY)
+    trained, history, train_set, test_set = train(cfg, tmp_path, progress=False)
+    assert history[-1]["epoch"] == 1 and torch.isfinite(torch.tensor(history[-1]["train/loss"]))
+    results = evaluate_run(trained, train_set, test_set, cfg, tmp_path)
+    assert 0.0 <= results["coherence_cross_mean"] <= 1.0
