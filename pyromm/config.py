@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 DATASETS = ("digits", "polymnist", "translated_polymnist")
-MODELS = ("independent", "mmvm", "avg", "poe", "moe", "mopoe", "mopoe_reference", "mvae", "mvtcae")
-DEFAULT_ALPHA = {"mmvm": 0.0, "mvtcae": 0.1}
+MODELS = ("independent", "mmvm", "avg", "poe", "moe", "mopoe", "mopoe_reference", "mvae", "mvtcae", "jmvae", "telbo", "mmvae")
+DEFAULT_ALPHA = {"mmvm": 0.0, "mvtcae": 0.1, "jmvae": 0.1}
 DEFAULT_RATE = {"mmvm": "jensen", "moe": "selected", "mopoe": "selected", "mopoe_reference": "jensen"}
 NETWORKS = ("mlp", "conv", "resnet")
 LIKELIHOODS = ("laplace", "normal", "bernoulli")
@@ -35,6 +35,10 @@ class RunConfig:
     alpha: float | None = None
     alpha_schedule: dict | None = None
     num_random_subsets: int = 0
+    kl_warmup_epochs: int = 0
+    num_importance_samples: int = 10
+    estimator: str = "dreg"
+    second_stage_epochs: int | None = None
     beta: float = 1.0
     latent_dim: int = 16
     network: str = "mlp"
@@ -57,7 +61,8 @@ class RunConfig:
 
     @property
     def alpha_value(self) -> float:
-        """The model's α (MMVM: weight of N(0, I) in the prior; MVTCAE: its TC weight), default per model."""
+        """The model's α (MMVM: weight of N(0, I) in the prior; MVTCAE: its TC weight; JMVAE: the weight of
+        its unimodal KL terms), default per model."""
         return self.alpha if self.alpha is not None else DEFAULT_ALPHA.get(self.model, 0.0)
 
     @property
@@ -84,6 +89,13 @@ class RunConfig:
             raise ConfigError(f"beta must be >= 0, got {self.beta}")
         if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
             raise ConfigError(f"alpha must lie in [0, 1], got {self.alpha}")
+        _check_choice("estimator", self.estimator, ("dreg", "iwae"))
+        if self.num_importance_samples < 1:
+            raise ConfigError(f"num_importance_samples (K) must be >= 1, got {self.num_importance_samples}")
+        if self.kl_warmup_epochs < 0:
+            raise ConfigError(f"kl_warmup_epochs must be >= 0, got {self.kl_warmup_epochs}")
+        if self.second_stage_epochs is not None and not 1 <= self.second_stage_epochs < self.epochs:
+            raise ConfigError(f"second_stage_epochs must lie in 1..epochs-1, got {self.second_stage_epochs}")
         if self.num_random_subsets < 0:
             raise ConfigError(f"num_random_subsets must be >= 0, got {self.num_random_subsets}")
         for name in ("latent_dim", "epochs", "batch_size", "checkpoint_every", "eval_num_train"):

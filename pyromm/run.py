@@ -11,8 +11,28 @@ from pyromm import likelihoods
 from pyromm.config import ConfigError, RunConfig
 from pyromm.data import MultimodalDataset, cache_root, load_digits_multiview, load_polymnist
 from pyromm.evaluation import evaluate, plot_conditional_grid, plot_latent_scatter, train_modality_classifiers
-from pyromm.infer import MultimodalELBO, MVTCAEObjective, PyroELBO, SharedELBO, SubsampledELBO
-from pyromm.models import MMVMPrior, Modality, MultimodalVAE, SharedLatentVAE, standard_normal
+from pyromm.infer import (
+    JMVAEObjective,
+    JointELBOStage,
+    MultimodalELBO,
+    MVTCAEObjective,
+    PyroELBO,
+    SharedELBO,
+    SubsampledELBO,
+    telbo_stages,
+)
+from pyromm.models import (
+    EncoderHead,
+    JointEncoder,
+    JointEncoderVAE,
+    MMVAE,
+    MMVAEObjective,
+    MMVMPrior,
+    Modality,
+    MultimodalVAE,
+    SharedLatentVAE,
+    standard_normal,
+)
 from pyromm.nn import (
     MLPDecoder,
     MLPEncoder,
@@ -21,7 +41,7 @@ from pyromm.nn import (
     PolyMNISTResNetDecoder,
     PolyMNISTResNetEncoder,
 )
-from pyromm.train import CheckpointDir, Trainer, load_checkpoint, schedule_from_config
+from pyromm.train import CheckpointDir, EpochWarmup, Linear, Stage, Trainer, load_checkpoint, schedule_from_config
 from pyromm.train.checkpoint import load_model_state
 
 IMAGE_NETWORKS = {
@@ -91,6 +111,12 @@ def build_model(cfg: RunConfig, event_shapes: dict[str, tuple[int, ...]]) -> Mul
     """The model named by ``cfg.model`` on the networks of ``cfg.network``."""
     torch.manual_seed(cfg.seed)
     modalities = build_modalities(cfg, event_shapes)
+    if cfg.model == "mmvae":
+        return MMVAE(modalities, cfg.latent_dim, learn_prior=True)
+    if cfg.model in ("jmvae", "telbo"):
+        heads = {m.name: EncoderHead(build_modalities(cfg, {m.name: m.event_shape})[0].encoder) for m in modalities}
+        joint_encoder = JointEncoder(heads, {n: 2 * cfg.latent_dim for n in heads}, cfg.latent_dim)
+        return JointEncoderVAE(modalities, cfg.latent_dim, joint_encoder)
     if cfg.model in SHARED_AGGREGATIONS:
         return SharedLatentVAE(modalities, cfg.latent_dim, SHARED_AGGREGATIONS[cfg.model])
     prior = MMVMPrior(cfg.alpha_value) if cfg.model == "mmvm" else standard_normal
@@ -107,14 +133,33 @@ def build_objective(cfg: RunConfig):
         return MVTCAEObjective(cfg.alpha_value)
     if cfg.model == "mvae":
         return SubsampledELBO(SharedELBO(cfg.rate_mode), cfg.num_random_subsets)
+    if cfg.model == "jmvae":
+        return JMVAEObjective(cfg.alpha_value)
+    if cfg.model == "mmvae":
+        return MMVAEObjective(cfg.num_importance_samples, cfg.estimator, "looser")
+    if cfg.model == "telbo":
+        return JointELBOStage()
     return SharedELBO(cfg.rate_mode, rate_scale="modalities" if cfg.model in MMVM_BASELINES else 1.0)
 
 
-def build_schedules(cfg: RunConfig) -> dict[str, Any]:
+def build_schedules(cfg: RunConfig, steps_per_epoch: int) -> dict[str, Any]:
+    """β, α (MMVM) and KL warm-up: JMVAE's a(e) = min(1, e/warmup); MVAE's β ramps linearly per step."""
     schedules: dict[str, Any] = {"beta": cfg.beta}
     if cfg.model == "mmvm":
         schedules["alpha"] = schedule_from_config(cfg.alpha_schedule) if cfg.alpha_schedule else cfg.alpha_value
+    if cfg.kl_warmup_epochs and cfg.model == "jmvae":
+        schedules["kl_warmup"] = EpochWarmup(1.0, cfg.kl_warmup_epochs)
+    elif cfg.kl_warmup_epochs:
+        schedules["beta"] = Linear(0.0, cfg.beta, cfg.kl_warmup_epochs * steps_per_epoch)
     return schedules
+
+
+def build_stages(cfg: RunConfig, model) -> list[Stage] | None:
+    """TELBO's two stages (joint ELBO, then the unimodal encoders with all else frozen); None otherwise."""
+    if cfg.model != "telbo":
+        return None
+    second = cfg.second_stage_epochs or cfg.epochs // 2
+    return telbo_stages(model, cfg.epochs - second, second)
 
 
 def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, resume: bool = True):
@@ -125,7 +170,8 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, resume:
         model,
         build_objective(cfg),
         lr=cfg.lr,
-        schedules=build_schedules(cfg),
+        schedules=build_schedules(cfg, train_set.num_batches(cfg.batch_size, drop_last=True)),
+        stages=build_stages(cfg, model),
         batch_size=cfg.batch_size,
         epochs=cfg.epochs,
         device=cfg.device,

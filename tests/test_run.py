@@ -87,10 +87,10 @@ def test_conv_network_on_digits_is_refused():
         build_model(cfg, {"m0": (1, 8, 8)})
 
 
-@pytest.mark.parametrize("model", ["avg", "poe", "moe", "mopoe", "mopoe_reference", "mvae", "mvtcae"])
+@pytest.mark.parametrize("model", ["avg", "poe", "moe", "mopoe", "mopoe_reference", "mvae", "mvtcae", "jmvae", "telbo", "mmvae"])
 def test_every_shared_latent_model_trains_and_evaluates(tmp_path, model):
-    cfg = RunConfig(model=model, epochs=1, num_random_subsets=1, **TINY)
+    cfg = RunConfig(model=model, epochs=2, num_random_subsets=1, kl_warmup_epochs=1, num_importance_samples=2, **TINY)
     trained, history, train_set, test_set = train(cfg, tmp_path, progress=False)
-    assert history[-1]["epoch"] == 1 and torch.isfinite(torch.tensor(history[-1]["train/loss"]))
+    assert history[-1]["epoch"] == 2 and torch.isfinite(torch.tensor(history[-1]["train/loss"]))
     results = evaluate_run(trained, train_set, test_set, cfg, tmp_path)
     assert 0.0 <= results["coherence_cross_mean"] <= 1.0

@@ -25,3 +25,7 @@ __all__ = [
     "load_digits_multiview",
     "LinearGaussianMultimodal",
 ]
+
+from pyromm.data.missing import complete_only, drop_by_label, drop_modalities  # noqa: E402
+
+__all__ += ["drop_modalities", "drop_by_label", "complete_only"]

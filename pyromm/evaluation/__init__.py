@@ -6,6 +6,9 @@ import torch
 from torch import nn
 
 from pyromm.data.dataset import MultimodalDataset
+from pyromm.evaluation.clustering import kmeans_accuracy
+from pyromm.evaluation.likelihood import joint_log_likelihood
+from pyromm.evaluation.subsets import coherence_by_num_inputs, joint_coherence
 from pyromm.evaluation.classifiers import classifier_accuracy, train_modality_classifiers
 from pyromm.evaluation.coherence import coherence
 from pyromm.evaluation.latent import encoder_means, latent_classification
@@ -13,6 +16,10 @@ from pyromm.evaluation.plots import plot_conditional_grid, plot_latent_scatter, 
 from pyromm.evaluation.reconstruction import distribution_mean, reconstruction_error
 
 __all__ = [
+    "coherence_by_num_inputs",
+    "joint_coherence",
+    "joint_log_likelihood",
+    "kmeans_accuracy",
     "evaluate",
     "train_modality_classifiers",
     "classifier_accuracy",
@@ -36,19 +43,38 @@ def evaluate(
     num_train: int = 10000,
     batch_size: int = 256,
     generator: torch.Generator | None = None,
+    joint_samples: int = 1000,
+    likelihood_samples: int = 0,
 ) -> dict:
     """All metrics plus summary scalars: ``latent_acc_mean`` = mean_m latent accuracy, ``coherence_cross_mean``
     = mean over source ≠ target coherence, ``rec_nll`` = Σ_m weighted joint-reconstruction NLL,
-    ``rec_mse`` = mean_m joint-reconstruction MSE."""
+    ``rec_mse`` = mean_m joint-reconstruction MSE. Coherence by number of inputs is computed for M > 2,
+    joint coherence from ``joint_samples`` prior draws (models with ``sample_prior``), k-means accuracy on
+    latent means, and the importance-sampled log p(X) with ``likelihood_samples`` samples when > 0."""
     latent = latent_classification(model, train, test, num_train=num_train, batch_size=batch_size)
     coherent = coherence(model, test, classifiers, batch_size=batch_size, generator=generator)
     reconstruction = reconstruction_error(model, test, batch_size=batch_size, generator=generator)
+    by_inputs = (
+        coherence_by_num_inputs(model, test, classifiers, batch_size=batch_size, generator=generator)
+        if len(model.modality_names) > 2
+        else None
+    )
+    log_likelihood = (
+        joint_log_likelihood(model, test, num_samples=likelihood_samples, generator=generator)
+        if likelihood_samples > 0
+        else None
+    )
     return {
         "latent": latent,
         "coherence": coherent,
+        "coherence_by_num_inputs": by_inputs,
+        "joint_coherence": joint_coherence(model, classifiers, joint_samples, batch_size=batch_size, generator=generator),
+        "kmeans": kmeans_accuracy(model, test, batch_size=batch_size),
+        "log_likelihood": log_likelihood,
         "reconstruction": reconstruction,
         "latent_acc_mean": sum(latent.values()) / len(latent) if latent else None,
         "coherence_cross_mean": coherent["cross"],
         "rec_nll": reconstruction["joint"]["nll_sum"],
         "rec_mse": reconstruction["joint"]["mse_mean"],
     }
+

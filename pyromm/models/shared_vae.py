@@ -34,9 +34,13 @@ class SharedLatentVAE(MultimodalNetworks):
     """
 
     def __init__(
-        self, modalities: Sequence[Modality], latent_dim: int, aggregation: str | Callable = "poe"
+        self,
+        modalities: Sequence[Modality],
+        latent_dim: int,
+        aggregation: str | Callable = "poe",
+        posterior: str = "normal",
     ) -> None:
-        super().__init__(modalities, latent_dim)
+        super().__init__(modalities, latent_dim, posterior)
         if isinstance(aggregation, str):
             if aggregation not in AGGREGATIONS:
                 raise ValueError(f"unknown aggregation {aggregation!r}; choose from {sorted(AGGREGATIONS)}")
@@ -48,6 +52,11 @@ class SharedLatentVAE(MultimodalNetworks):
         """p(z) = N(0, I) for every sample of the batch."""
         zeros = torch.zeros(batch.batch_size, self.latent_dim, device=batch.device)
         return dist.Normal(zeros, torch.ones_like(zeros)).to_event(1)
+
+    def sample_prior(self, n: int) -> torch.Tensor:
+        """n draws z ~ p(z) = N(0, I), shape ``(n, D)``, on the model's device."""
+        device = next(self.parameters()).device
+        return torch.randn(n, self.latent_dim, device=device)
 
     def joint(self, batch: MultimodalBatch, subset: Sequence[str] | None = None) -> dist.TorchDistribution:
         """q(z | X_S), aggregated over the modalities of ``subset`` (default: all in the batch) observed per sample."""

@@ -1,0 +1,130 @@
+"""Coherence by number of conditioning modalities and joint coherence of prior samples (MoPoE / MultiVae tables)."""
+from __future__ import annotations
+
+from contextlib import ExitStack
+from itertools import chain, combinations
+from typing import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from pyromm.data.batch import MultimodalBatch
+from pyromm.data.dataset import MultimodalDataset
+from pyromm.evaluation.classifiers import class_labels, evaluating
+from pyromm.evaluation.coherence import pair_key
+from pyromm.evaluation.reconstruction import distribution_mean, seeded
+
+
+def subset_key(subset: Sequence[str], target: str) -> str:
+    """The JSON key of conditioning ``subset`` and ``target``: ``"a+b->c"``."""
+    return pair_key("+".join(subset), target)
+
+
+def observed_all(batch: MultimodalBatch, names: Sequence[str]) -> MultimodalBatch:
+    """The samples of ``batch`` observing every modality of ``names``, holding those modalities only (no mask)."""
+    keep = None
+    for name in names:
+        observed = batch.observed(name)
+        if observed is not None:
+            keep = observed if keep is None else keep & observed
+    data = {name: batch.data[name] for name in names}
+    if keep is None:
+        return MultimodalBatch(data, None, batch.labels)
+    labels = None if batch.labels is None else batch.labels[keep]
+    return MultimodalBatch({name: x[keep] for name, x in data.items()}, None, labels)
+
+
+def coherence_by_num_inputs(
+    model: nn.Module,
+    test: MultimodalDataset,
+    classifiers: Mapping[str, nn.Module],
+    *,
+    batch_size: int = 256,
+    generator: torch.Generator | None = None,
+) -> dict:
+    """Coherence of generations conditioned on every non-empty proper subset S of the M modalities.
+
+    For every S, every target m ∉ S and every test sample i observing all of S: z ~ ``model.infer(X_S^i, S)``
+    (a fresh sample per target), x̂ = E[p(x_m | z)] (``model.decode(m, z)``),
+    ``subset["a+b->m"]`` = mean_i [argmax f_m(x̂) = y_i] (None when no sample observes all of S).
+    ``by_num_inputs[str(k)]`` = mean over the pairs (S, m) with |S| = k of ``subset``, k = 1..M−1: the mean over
+    all subsets of size k and all targets outside them (MoPoE/MultiVae tables).
+    """
+    class_labels(test)
+    names = list(model.modality_names)
+    check_classifiers(names, classifiers)
+    subsets = [s for k in range(1, len(names)) for s in combinations(names, k)]
+    pairs = [(s, t) for s in subsets for t in names if t not in s]
+    correct = {pair: torch.zeros((), dtype=torch.long, device=test.device) for pair in pairs}
+    totals = {s: 0 for s in subsets}
+    with ExitStack() as stack:
+        for module in (model, *classifiers.values()):
+            stack.enter_context(evaluating(module))
+        stack.enter_context(seeded(generator, test.device))
+        for batch in test.batches(batch_size):
+            for subset in subsets:
+                conditioning = observed_all(batch, subset)
+                if conditioning.batch_size == 0:
+                    continue
+                posterior = model.infer(conditioning, list(subset))
+                for target in names:
+                    if target in subset:
+                        continue
+                    generated = distribution_mean(model.decode(target, posterior.sample()))
+                    predicted = classifiers[target](generated).argmax(-1)
+                    correct[subset, target] += (predicted == conditioning.labels).sum()
+                totals[subset] += conditioning.batch_size
+    accuracy = {(s, t): int(c) / totals[s] if totals[s] else None for (s, t), c in correct.items()}
+    by_num_inputs = {}
+    for k in range(1, len(names)):
+        values = [v for (s, _), v in accuracy.items() if len(s) == k and v is not None]
+        by_num_inputs[str(k)] = sum(values) / len(values) if values else None
+    return {"subset": {subset_key(s, t): v for (s, t), v in accuracy.items()}, "by_num_inputs": by_num_inputs}
+
+
+def joint_coherence(
+    model: nn.Module,
+    classifiers: Mapping[str, nn.Module],
+    num_samples: int,
+    *,
+    batch_size: int = 256,
+    generator: torch.Generator | None = None,
+) -> float | None:
+    """Fraction of prior samples whose generated modalities all get the same class.
+
+    z_j ~ p(z) (``model.sample_prior(n) -> (n, D)``), x̂_m = E[p(x_m | z_j)] for every modality m;
+    joint coherence = mean_j [argmax f_m(x̂_m) is the same for all m]. None when the model has no unconditional
+    prior sampler (``sample_prior``), e.g. models with data-dependent priors such as the MMVM VAE.
+    """
+    sample_prior = getattr(model, "sample_prior", None)
+    if sample_prior is None:
+        return None
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    names = list(model.modality_names)
+    check_classifiers(names, classifiers)
+    agree = 0
+    with ExitStack() as stack:
+        for module in (model, *classifiers.values()):
+            stack.enter_context(evaluating(module))
+        stack.enter_context(seeded(generator, module_device(model)))
+        for start in range(0, num_samples, batch_size):
+            z = sample_prior(min(batch_size, num_samples - start))
+            predicted = torch.stack(
+                [classifiers[name](distribution_mean(model.decode(name, z))).argmax(-1) for name in names]
+            )
+            agree += int((predicted == predicted[0]).all(0).sum())
+    return agree / num_samples
+
+
+def check_classifiers(names: Sequence[str], classifiers: Mapping[str, nn.Module]) -> None:
+    """Raise a KeyError naming the first modality of ``names`` without a classifier."""
+    missing = [m for m in names if m not in classifiers]
+    if missing:
+        raise KeyError(f"no classifier for modality {missing[0]!r}; classifiers cover {sorted(classifiers)}")
+
+
+def module_device(module: nn.Module) -> torch.device:
+    """The device of the first parameter or buffer of ``module`` (CPU when it has none)."""
+    tensor = next(chain(module.parameters(), module.buffers()), None)
+    return torch.device("cpu") if tensor is None else tensor.device

@@ -1,0 +1,277 @@
+"""JMVAE and TELBO (joint encoder + unimodal encoders) against hand-written formulas and short Trainer runs."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from pyromm.data import MultimodalBatch, MultimodalDataset
+from pyromm.infer import PyroELBO
+from pyromm.infer.jmvae import JMVAEObjective, JointELBOStage, UnimodalELBOStage, telbo_stages
+from pyromm.likelihoods import Laplace
+from pyromm.models import Modality
+from pyromm.models.joint_encoder import JointEncoder, JointEncoderVAE
+from pyromm.train import EpochWarmup, Stage, Trainer
+
+D, DIM, EMB, B = 3, 4, 5, 6
+NAMES = ("a", "b", "c")
+WEIGHTS = {"a": 1.0, "b": 2.0, "c": 0.5}
+
+
+class LinearEncoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Linear(DIM, 2 * D)
+
+    def forward(self, x):
+        return self.net(x).chunk(2, -1)
+
+
+def model_of(names=NAMES):
+    torch.manual_seed(0)
+    mods = [Modality(n, LinearEncoder(), nn.Linear(D, DIM), Laplace(1, 0.75), (DIM,), WEIGHTS[n]) for n in names]
+    joint = JointEncoder({n: nn.Linear(DIM, EMB) for n in names}, {n: EMB for n in names}, D, hidden=(8, 8))
+    return JointEncoderVAE(mods, D, joint)
+
+
+def batch_of(names=NAMES, mask=None):
+    g = torch.Generator().manual_seed(1)
+    return MultimodalBatch({n: torch.randn(B, DIM, generator=g) for n in names}, mask=mask)
+
+
+def dataset_of(n=32, mask=None):
+    """x_m = A_m u + 0.1 ε with a 2-d latent u shared by the three modalities."""
+    g = torch.Generator().manual_seed(2)
+    u = torch.randn(n, 2, generator=g)
+    data = {m: u @ torch.randn(2, DIM, generator=g) + 0.1 * torch.randn(n, DIM, generator=g) for m in NAMES}
+    return MultimodalDataset(data, mask=mask)
+
+
+def joint_stats(model, batch, b):
+    """μ(X), σ²(X) of sample b written out: heads → concatenation → Linear-ReLU-Linear-ReLU → linear heads."""
+    enc = model.joint_encoder
+    h = torch.cat([enc.heads[n](batch.data[n][b]) for n in NAMES])
+    h = torch.relu(enc.body[2](torch.relu(enc.body[0](h))))
+    return enc.loc(h), enc.log_var(h).exp()
+
+
+def unimodal_stats(model, batch, name, b):
+    loc, log_var = model.encoders[name](batch.data[name][b : b + 1])
+    return loc[0], log_var[0].exp()
+
+
+def kl_normal(m0, v0, m1, v1):
+    """KL(N(m0, v0) ‖ N(m1, v1)) summed over dimensions, one dimension at a time."""
+    return sum(0.5 * (math.log(v1[d] / v0[d]) + (v0[d] + (m0[d] - m1[d]) ** 2) / v1[d] - 1) for d in range(len(m0)))
+
+
+def laplace_nll(model, name, z, x):
+    loc = model.decoders[name](z)
+    return sum(abs(x[d] - loc[d]) / 0.75 + math.log(1.5) for d in range(DIM))
+
+
+def test_jmvae_objective_matches_the_multivae_formula():
+    """1/B Σ_b [Σ_m w_m(−log p(x_m|z)) + a(β KL(q(z|X) ‖ N) + α Σ_m KL(q(z|X) ‖ q_m))], z ~ q(z|X) (§5.2)."""
+    model, batch = model_of(), batch_of()
+    alpha, beta, a = 0.3, 0.7, 0.4
+    torch.manual_seed(7)
+    out = JMVAEObjective(alpha)(model, batch, {"beta": beta, "kl_warmup": a})
+    torch.manual_seed(7)
+    eps = torch.randn(B, D)
+    with torch.no_grad():
+        total = 0.0
+        for b in range(B):
+            loc, var = joint_stats(model, batch, b)
+            z = loc + var.sqrt() * eps[b]
+            rec = sum(WEIGHTS[n] * laplace_nll(model, n, z, batch.data[n][b]) for n in NAMES)
+            kl_prior = kl_normal(loc, var, torch.zeros(D), torch.ones(D))
+            kl_uni = sum(kl_normal(loc, var, *unimodal_stats(model, batch, n, b)) for n in NAMES)
+            total += rec + a * (beta * kl_prior + alpha * kl_uni)
+    torch.testing.assert_close(out.loss, torch.as_tensor(total / B, dtype=torch.float32), rtol=1e-5, atol=1e-5)
+    rec_sum = sum(out.terms[f"rec/{n}"] for n in NAMES)
+    torch.testing.assert_close(out.loss.detach(), rec_sum + a * out.terms["rate"])
+    torch.testing.assert_close(
+        out.terms["rate"], beta * out.terms["kl_prior"] + alpha * sum(out.terms[f"kl_unimodal/{n}"] for n in NAMES)
+    )
+
+
+def test_epoch_warmup_anneals_the_jmvae_kl_terms_in_the_trainer():
+    """a(e) = min(1, e / warmup) per 1-based epoch, and every epoch's loss is Σ rec + a(e)·rate."""
+    history = Trainer(
+        model_of(),
+        JMVAEObjective(0.5),
+        schedules={"beta": 1.0, "kl_warmup": EpochWarmup(1.0, 3)},
+        batch_size=8,
+        epochs=4,
+        progress=False,
+    ).fit(dataset_of())
+    assert [row["hyper/kl_warmup"] for row in history] == pytest.approx([1 / 3, 2 / 3, 1.0, 1.0])
+    for row in history:
+        decomposed = sum(row[f"train/rec/{n}"] for n in NAMES) + row["hyper/kl_warmup"] * row["train/rate"]
+        assert row["train/loss"] == pytest.approx(decomposed, rel=1e-5)
+
+
+def test_subset_inference_rules():
+    """|S| = M: joint encoder; |S| = 1: q_m; otherwise the closed-form product of the q_m without prior."""
+    model, batch = model_of(), batch_of()
+    with torch.no_grad():
+        q_all = model.infer(batch, list(NAMES))
+        for b in range(B):
+            loc, var = joint_stats(model, batch, b)
+            torch.testing.assert_close(q_all.base_dist.loc[b], loc)
+            torch.testing.assert_close(q_all.base_dist.scale[b].pow(2), var)
+        q_a = model.infer(batch, ["a"])
+        loc_a, log_var_a = model.encoders["a"](batch.data["a"])
+        assert torch.equal(q_a.base_dist.loc, loc_a) and torch.equal(q_a.base_dist.scale, (0.5 * log_var_a).exp())
+        q_ac = model.infer(batch, ["c", "a"])
+        for b in range(B):
+            (la, va), (lc, vc) = unimodal_stats(model, batch, "a", b), unimodal_stats(model, batch, "c", b)
+            var = 1.0 / (1.0 / va + 1.0 / vc)
+            torch.testing.assert_close(q_ac.base_dist.scale[b].pow(2), var)
+            torch.testing.assert_close(q_ac.base_dist.loc[b], var * (la / va + lc / vc))
+
+
+def test_the_rules_apply_per_sample_to_the_observed_modalities():
+    """Samples missing c fall back to PoE(a, b); complete samples keep the joint encoder."""
+    model = model_of()
+    mask = {"c": torch.tensor([False, False, True, True, True, True])}
+    batch = batch_of(mask=mask)
+    with torch.no_grad():
+        q = model.joint(batch)
+        poe_ab = model.infer(batch, ["a", "b"])
+        joint = model.joint_posterior(batch)
+    for field in ("loc", "scale"):
+        got = getattr(q.base_dist, field)
+        assert torch.equal(got[:2], getattr(poe_ab.base_dist, field)[:2])
+        assert torch.equal(got[2:], getattr(joint.base_dist, field)[2:])
+    assert set(model.reconstruct(batch)) == set(NAMES)
+
+
+@pytest.mark.parametrize(
+    "objective, model_name",
+    [(JMVAEObjective(), "JMVAE"), (JointELBOStage(), "TELBO"), (UnimodalELBOStage(), "TELBO")],
+)
+def test_incomplete_batches_are_refused_by_name(objective, model_name):
+    model = model_of()
+    mask = {"b": torch.tensor([True, False, False, True, False, True])}
+    with pytest.raises(ValueError, match=f"{model_name} needs complete batches: modality 'b' is missing for 3 samples"):
+        objective(model, batch_of(mask=mask), {"beta": 1.0})
+    with pytest.raises(ValueError, match=f"{model_name} needs complete batches: modality 'c' is not in the batch"):
+        objective(model, batch_of(("a", "b")), {"beta": 1.0})
+    complete_mask = {n: torch.ones(B, dtype=torch.bool) for n in NAMES}
+    assert torch.isfinite(objective(model, batch_of(mask=complete_mask), {"beta": 1.0}).loss)
+
+
+def test_incomplete_data_stops_pyro_training_and_the_trainer():
+    model = model_of()
+    mask = {"a": torch.tensor([True] * 5 + [False])}
+    message = "JointEncoderVAE needs complete batches: modality 'a' is missing for 1 samples"
+    with pytest.raises(ValueError, match=message):
+        PyroELBO()(model, batch_of(mask=mask), {"beta": 1.0})
+    assert torch.isfinite(PyroELBO()(model, batch_of(), {"beta": 1.0}).loss)
+    data_mask = {"c": torch.arange(32) % 4 != 0}
+    trainer = Trainer(model, JMVAEObjective(), batch_size=8, epochs=1, progress=False)
+    with pytest.raises(ValueError, match="JMVAE needs complete batches: modality 'c' is missing"):
+        trainer.fit(dataset_of(mask=data_mask))
+
+
+def test_unimodal_stage_uses_each_encoders_own_variance():
+    """Σ_m mean_b [w_m(−log p(x_m|z_m)) + β KL(N(μ_m, σ_m²) ‖ N)], z_m = μ_m + σ_m ε_m: σ_m, not the joint σ."""
+    model, batch, beta = model_of(), batch_of(), 0.6
+    with torch.no_grad():
+        for n in NAMES:
+            model.encoders[n].net.bias[D:] -= 2.0  # unimodal σ_m² ≈ e^-2 σ², far from the joint one
+    torch.manual_seed(5)
+    out = UnimodalELBOStage()(model, batch, {"beta": beta})
+
+    def hand(use_joint_variance):
+        torch.manual_seed(5)
+        eps = {n: torch.randn(B, D) for n in NAMES}
+        total = 0.0
+        with torch.no_grad():
+            for n in NAMES:
+                for b in range(B):
+                    loc, var = unimodal_stats(model, batch, n, b)
+                    if use_joint_variance:
+                        var = joint_stats(model, batch, b)[1]
+                    z = loc + var.sqrt() * eps[n][b]
+                    nll = WEIGHTS[n] * laplace_nll(model, n, z, batch.data[n][b])
+                    total += nll + beta * kl_normal(loc, var, torch.zeros(D), torch.ones(D))
+        return torch.as_tensor(total / B, dtype=torch.float32)
+
+    torch.testing.assert_close(out.loss, hand(False), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(out.loss, hand(True), rtol=1e-2)
+    out.loss.backward()
+    assert all(model.encoders[n].net.weight.grad.abs().sum() > 0 for n in NAMES)
+    assert all(p.grad is None for p in model.joint_encoder.parameters())
+
+
+def snapshot(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def same(before, module):
+    return all(torch.equal(before[k], v) for k, v in module.state_dict().items())
+
+
+def test_telbo_stages_train_the_joint_part_then_only_the_unimodal_encoders():
+    model, data = model_of(), dataset_of()
+    joint_stage, unimodal_stage = telbo_stages(model, epochs_joint=2, epochs_unimodal=2)
+    encoders = snapshot(model.encoders)
+    Trainer(model, JointELBOStage(), stages=[joint_stage], batch_size=8, progress=False).fit(data)
+    assert same(encoders, model.encoders)
+    joint, decoders, encoders = snapshot(model.joint_encoder), snapshot(model.decoders), snapshot(model.encoders)
+    history = Trainer(model, JointELBOStage(), stages=[unimodal_stage], batch_size=8, progress=False).fit(data)
+    assert same(joint, model.joint_encoder) and same(decoders, model.decoders)
+    assert not any(torch.equal(encoders[k], v) for k, v in model.encoders.state_dict().items())
+    assert all(p.requires_grad for p in model.parameters())
+    assert {f"train/rate/{n}" for n in NAMES} <= set(history[-1])
+
+
+def test_telbo_refuses_unimodal_encoders_shared_with_the_joint_encoder():
+    model = model_of()
+    model.joint_encoder.heads["a"] = model.encoders["a"].net
+    with pytest.raises(ValueError, match="share parameters"):
+        telbo_stages(model, 1, 1)
+
+
+def test_jmvae_end_to_end_training_lowers_the_loss_and_infers_every_subset():
+    model = model_of()
+    history = Trainer(
+        model,
+        JMVAEObjective(),
+        schedules={"beta": 1.0, "kl_warmup": EpochWarmup(1.0, 2)},
+        batch_size=8,
+        epochs=6,
+        lr=1e-2,
+        progress=False,
+    ).fit(dataset_of())
+    assert history[-1]["train/loss"] < history[0]["train/loss"]
+    batch = batch_of()
+    for subset in (["a"], ["a", "b"], list(NAMES)):
+        assert model.infer(batch, subset).sample().shape == (B, D)
+
+
+def test_telbo_end_to_end_runs_both_stages():
+    model = model_of()
+    history = Trainer(
+        model,
+        JointELBOStage(),
+        stages=telbo_stages(model, epochs_joint=3, epochs_unimodal=3),
+        batch_size=8,
+        lr=1e-2,
+        progress=False,
+    ).fit(dataset_of())
+    assert [row["stage"] for row in history] == ["telbo-joint"] * 3 + ["telbo-unimodal"] * 3
+    assert history[2]["train/loss"] < history[0]["train/loss"]
+    assert history[5]["train/loss"] < history[3]["train/loss"]
+
+
+def test_joint_encoder_checks_its_heads():
+    with pytest.raises(ValueError, match="embedding_dims"):
+        JointEncoder({"a": nn.Linear(DIM, EMB)}, {"b": EMB}, D)
+    encoder = JointEncoder({"a": nn.Linear(DIM, EMB)}, {"a": EMB + 1}, D)
+    with pytest.raises(ValueError, match=r"head 'a' returned shape \(2, 5\), expected \(N, 6\)"):
+        encoder({"a": torch.zeros(2, DIM)})
+    with pytest.raises(ValueError, match="do not match the modalities"):
+        JointEncoderVAE(model_of().modalities.values(), D, encoder)
