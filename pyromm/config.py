@@ -30,6 +30,8 @@ class RunConfig:
     cache_root: str | None = None
     train_limit: int | None = None
     test_limit: int | None = None
+    keep_probability: float = 1.0
+    train_complete_only: bool = False
     model: str = "mmvm"
     rate: str | None = None
     alpha: float | None = None
@@ -92,6 +94,8 @@ class RunConfig:
         _check_choice("estimator", self.estimator, ("dreg", "iwae"))
         if self.num_importance_samples < 1:
             raise ConfigError(f"num_importance_samples (K) must be >= 1, got {self.num_importance_samples}")
+        if not 0.0 <= self.keep_probability <= 1.0:
+            raise ConfigError(f"keep_probability (η) must lie in [0, 1], got {self.keep_probability}")
         if self.kl_warmup_epochs < 0:
             raise ConfigError(f"kl_warmup_epochs must be >= 0, got {self.kl_warmup_epochs}")
         if self.second_stage_epochs is not None and not 1 <= self.second_stage_epochs < self.epochs:

@@ -9,7 +9,14 @@ import torch
 
 from pyromm import likelihoods
 from pyromm.config import ConfigError, RunConfig
-from pyromm.data import MultimodalDataset, cache_root, load_digits_multiview, load_polymnist
+from pyromm.data import (
+    MultimodalDataset,
+    cache_root,
+    complete_only,
+    drop_modalities,
+    load_digits_multiview,
+    load_polymnist,
+)
 from pyromm.evaluation import evaluate, plot_conditional_grid, plot_latent_scatter, train_modality_classifiers
 from pyromm.infer import (
     JMVAEObjective,
@@ -51,7 +58,12 @@ IMAGE_NETWORKS = {
 
 
 def load_data(cfg: RunConfig) -> tuple[MultimodalDataset, MultimodalDataset]:
-    """The train and test splits named by ``cfg.dataset``, cut to ``train_limit``/``test_limit``."""
+    """The train and test splits named by ``cfg.dataset``, cut to ``train_limit``/``test_limit``.
+
+    With ``keep_probability`` η < 1 every non-first training modality is kept per sample with probability η
+    (MultiVae's incomplete-data case study); ``train_complete_only`` then keeps the complete samples only.
+    The test split stays complete.
+    """
     if cfg.dataset == "digits":
         train, test = (load_digits_multiview(s, cfg.num_views, seed=cfg.seed) for s in ("train", "test"))
     else:
@@ -62,7 +74,12 @@ def load_data(cfg: RunConfig) -> tuple[MultimodalDataset, MultimodalDataset]:
             )
             for s in ("train", "test")
         )
-    return _limit(train, cfg.train_limit), _limit(test, cfg.test_limit)
+    train = _limit(train, cfg.train_limit)
+    if cfg.keep_probability < 1.0:
+        train = drop_modalities(train, cfg.keep_probability, seed=cfg.seed)
+    if cfg.train_complete_only:
+        train = complete_only(train)
+    return train, _limit(test, cfg.test_limit)
 
 
 def _limit(dataset: MultimodalDataset, limit: int | None) -> MultimodalDataset:
@@ -200,7 +217,9 @@ def evaluate_run(model: MultimodalVAE | SharedLatentVAE, train_set, test_set, cf
     """
     run_dir = Path(run_dir)
     cache_dir, key = classifier_cache(cfg)
-    clf_train, clf_test = load_data(cfg.replace(train_limit=cfg.classifier_train_limit, test_limit=None))
+    clf_train, clf_test = load_data(
+        cfg.replace(train_limit=cfg.classifier_train_limit, test_limit=None, keep_probability=1.0, train_complete_only=False)
+    )
     classifiers, clf_acc = train_modality_classifiers(
         clf_train, clf_test, epochs=cfg.classifier_epochs, device=cfg.device, seed=0, cache_dir=cache_dir, cache_key=key
     )

@@ -94,3 +94,24 @@ def test_every_shared_latent_model_trains_and_evaluates(tmp_path, model):
     assert history[-1]["epoch"] == 2 and torch.isfinite(torch.tensor(history[-1]["train/loss"]))
     results = evaluate_run(trained, train_set, test_set, cfg, tmp_path)
     assert 0.0 <= results["coherence_cross_mean"] <= 1.0
+
+
+@pytest.mark.parametrize("model", ["mmvm", "mopoe_reference", "mvae", "mvtcae", "mmvae"])
+def test_models_train_on_incomplete_data(tmp_path, model):
+    cfg = RunConfig(model=model, epochs=1, keep_probability=0.5, num_random_subsets=1, num_importance_samples=2, **TINY)
+    _, history, train_set, _ = train(cfg, tmp_path, progress=False)
+    assert not bool(train_set.mask["m1"].all()) and bool(train_set.mask["m0"].all())
+    assert torch.isfinite(torch.tensor(history[-1]["train/loss"]))
+
+
+def test_joint_encoder_models_refuse_incomplete_batches(tmp_path):
+    cfg = RunConfig(model="jmvae", epochs=1, keep_probability=0.5, **TINY)
+    with pytest.raises(ValueError, match="JMVAE needs complete batches: modality 'm1' is missing"):
+        train(cfg, tmp_path, progress=False)
+
+
+def test_complete_only_training_keeps_complete_samples(tmp_path):
+    cfg = RunConfig(model="jmvae", epochs=1, keep_probability=0.5, train_complete_only=True, **TINY)
+    _, _, train_set, _ = train(cfg, tmp_path, progress=False)
+    assert train_set.mask is None or all(bool(m.all()) for m in train_set.mask.values())
+    assert len(train_set) < 256

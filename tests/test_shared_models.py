@@ -198,3 +198,14 @@ def test_conditional_generation_from_any_subset():
 def test_unknown_aggregation_is_named():
     with pytest.raises(ValueError, match="unknown aggregation 'sum'"):
         model_of("sum")
+
+
+def test_subset_elbo_ignores_samples_that_observe_none_of_the_subset():
+    """MVAE's singleton ELBO({a}) on a batch where sample 0 misses a: that sample contributes zero."""
+    mask = {"a": torch.tensor([False] + [True] * (B - 1))}
+    model, batch = model_of("poe_prior"), batch_of(mask=mask)
+    rec, r = SharedELBO("analytic").terms(model, batch, ["a"])
+    assert rec["a"][0] == 0 and r[0] == 0 and bool((r[1:] > 0).all())
+    torch.manual_seed(0)
+    out = SubsampledELBO(SharedELBO("analytic"), num_random_subsets=1)(model, batch, {})
+    assert torch.isfinite(out.loss)

@@ -38,12 +38,18 @@ class SharedELBO:
         self.rate_scale = rate_scale
 
     def terms(self, model, batch: MultimodalBatch, subset: Sequence[str] | None = None) -> tuple[dict[str, Tensor], Tensor]:
-        """Per-sample reconstruction terms of the subset's modalities and the per-sample rate."""
+        """Per-sample reconstruction terms of the subset's modalities and the per-sample rate.
+
+        A sample that observes none of the subset's modalities contributes zero (its aggregate is computed
+        from placeholders over the whole subset, then masked out), so subset ELBOs work on incomplete data.
+        """
         names = list(batch.data) if subset is None else list(subset)
-        q = model.joint(batch, names)
+        present, mask = _subset_presence(batch, names)
+        q = model.joint(batch, names) if mask is None else model.joint(batch, names, mask=mask)
         z = q.rsample()
         scale = len(model.modality_names) if self.rate_scale == "modalities" else self.rate_scale
-        return reconstruction(model, batch, z, names), scale * rate(q, model.prior(batch), z, self.rate)
+        r = scale * rate(q, model.prior(batch), z, self.rate)
+        return reconstruction(model, batch, z, names), r if present is None else r * present
 
     def __call__(self, model, batch: MultimodalBatch, hyper: Mapping[str, float]) -> ObjectiveOutput:
         rec, r = self.terms(model, batch)
@@ -106,6 +112,18 @@ class MVTCAEObjective:
             observed = batch.observed(name)
             r = r + alpha / m * (kl if observed is None else kl * observed)
         return _output(rec, r, hyper.get("beta", 1.0))
+
+
+def _subset_presence(batch: MultimodalBatch, names: Sequence[str]) -> tuple[Tensor | None, dict | None]:
+    """(present, mask): present[b] = sample b observes some modality of ``names``; mask marks every modality
+    of the subset observed for the samples that observe none of them. Both None without masks."""
+    masks = {n: batch.observed(n) for n in names}
+    known = [m for m in masks.values() if m is not None]
+    if not known:
+        return None, None
+    present = torch.ones_like(known[0]) if len(known) < len(masks) else torch.stack(known).any(0)
+    absent = ~present
+    return present, {n: None if m is None else m | absent for n, m in masks.items()}
 
 
 def _output(rec: dict[str, Tensor], r: Tensor, beta: float) -> ObjectiveOutput:

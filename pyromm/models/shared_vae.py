@@ -58,14 +58,17 @@ class SharedLatentVAE(MultimodalNetworks):
         device = next(self.parameters()).device
         return torch.randn(n, self.latent_dim, device=device)
 
-    def joint(self, batch: MultimodalBatch, subset: Sequence[str] | None = None) -> dist.TorchDistribution:
-        """q(z | X_S), aggregated over the modalities of ``subset`` (default: all in the batch) observed per sample."""
+    def joint(
+        self, batch: MultimodalBatch, subset: Sequence[str] | None = None, mask: Mapping | None = None
+    ) -> dist.TorchDistribution:
+        """q(z | X_S), aggregated over the modalities of ``subset`` (default: all in the batch) observed per
+        sample; ``mask`` overrides ``batch.mask`` (the encoders still run once per batch object)."""
         names = list(batch.data) if subset is None else check_subset(subset, self.modality_names)
         posteriors = self.encode(batch)
         missing = [n for n in names if n not in posteriors]
         if missing:
             raise KeyError(f"modality {missing[0]!r} is not in the batch (batch has {batch.modalities})")
-        return self.aggregate({n: posteriors[n] for n in names}, batch.mask)
+        return self.aggregate({n: posteriors[n] for n in names}, batch.mask if mask is None else mask)
 
     def infer(self, batch: MultimodalBatch, subset: Sequence[str]) -> dist.TorchDistribution:
         """q(z | X_S), the posterior every decoder conditions on."""
