@@ -2,6 +2,9 @@
 
     python experiments/polymnist_beta_sweep.py --quick            # 2-core CPU, minutes
     python experiments/polymnist_beta_sweep.py --paper --device cuda
+    python experiments/polymnist_beta_sweep.py --quick --all-methods   # + AVG, PoE, MoE, MoPoE, MMVAE+
+
+The joint baselines are trained as the MMVM code trains them (no prior expert, rate β·M·KL).
 
 Writes results.csv/json (one row per model and β), tradeoff_latent.png and tradeoff_coherence.png,
 and a run directory per (model, β) with checkpoints, metrics and plots.
@@ -21,6 +24,7 @@ QUICK_BETAS = [2.0**-4, 2.0**-1]
 # MMVM paper, App. B.4 and ALGORITHMS.md §1.7: ResNet nets, latent 512, Adam 5e-4, batch 256, 400 epochs.
 PAPER = dict(network="resnet", latent_dim=512, epochs=400, batch_size=256, lr=5e-4, classifier_epochs=10, checkpoint_every=5)
 PAPER_BETAS = [2.0**k for k in range(-8, 4)]
+ALL_METHODS = ["independent", "mmvm", "avg", "poe", "moe", "mopoe", "mmvae_plus"]
 
 
 def main(argv=None) -> None:
@@ -30,6 +34,7 @@ def main(argv=None) -> None:
     mode.add_argument("--paper", action="store_true", help="the paper's setting (GPU)")
     p.add_argument("--betas", type=float, nargs="+", help="override the β grid")
     p.add_argument("--models", nargs="+", default=["independent", "mmvm"])
+    p.add_argument("--all-methods", action="store_true", help="the seven methods of the MMVM paper's Fig. 2")
     p.add_argument("--views", type=int, default=3)
     p.add_argument("--translated", action="store_true", help="Translated PolyMNIST (the MMVM paper's variant)")
     p.add_argument("--epochs", type=int)
@@ -47,7 +52,8 @@ def main(argv=None) -> None:
         num_views=args.views, data_root=args.data_root, device=args.device, seed=args.seed, **settings,
     )
     betas = args.betas or (PAPER_BETAS if args.paper else QUICK_BETAS)
-    rows = beta_sweep(base, args.models, betas, args.out, progress=not args.no_progress)
+    models = ALL_METHODS if args.all_methods else args.models
+    rows = beta_sweep(base, models, betas, args.out, progress=not args.no_progress)
     print(f"{'model':<12}{'beta':>8}{'latent acc':>12}{'coherence':>11}{'rec NLL':>11}")
     for r in rows:
         print(f"{r['model']:<12}{r['beta']:>8g}{r['latent_acc']:>12.3f}{r['coherence']:>11.3f}{r['rec_error']:>11.1f}")

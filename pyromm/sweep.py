@@ -1,10 +1,10 @@
-"""β sweeps over models: one run per (model, β), a results table and the trade-off plots (MMVM Fig. 2)."""
+"""Grids of runs (models × β × settings): one run directory each, a results table and trade-off plots."""
 from __future__ import annotations
 
 import csv
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from pyromm.config import RunConfig
 from pyromm.evaluation import plot_tradeoff
@@ -14,18 +14,36 @@ TRADEOFFS = (("latent_acc", "latent"), ("coherence", "coherence"))
 
 
 def summarize(cfg: RunConfig, results: dict[str, Any]) -> dict[str, Any]:
-    """One table row: the run's model and β with its summary metrics."""
+    """One table row: the run's model, β, seed and η with its summary metrics."""
+    by_inputs = results.get("coherence_by_num_inputs") or {}
     return {
         "model": cfg.model,
         "beta": cfg.beta,
         "seed": cfg.seed,
+        "keep_probability": cfg.keep_probability,
+        "complete_only": cfg.train_complete_only,
         "latent_acc": results["latent_acc_mean"],
         "coherence": results["coherence_cross_mean"],
         "rec_error": results["rec_nll"],
         "rec_mse": results["rec_mse"],
+        "joint_coherence": results.get("joint_coherence"),
+        **{f"coherence_{k}_inputs": v for k, v in by_inputs.get("by_num_inputs", {}).items()},
         **{f"latent_acc/{m}": acc for m, acc in results["latent"].items()},
         **{f"classifier_acc/{m}": acc for m, acc in results["classifier_accuracy"].items()},
     }
+
+
+def run_grid(
+    configs: Mapping[str, RunConfig], out_dir: str | Path, *, progress: bool = True, resume: bool = True
+) -> list[dict[str, Any]]:
+    """Train and evaluate every named config in ``out_dir/<name>``; rewrite results.csv/json after each run."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name, cfg in configs.items():
+        rows.append({"run": name, **summarize(cfg, run(cfg, out_dir / name, progress=progress, resume=resume))})
+        write_table(rows, out_dir)
+    return rows
 
 
 def beta_sweep(
@@ -36,19 +54,18 @@ def beta_sweep(
     *,
     progress: bool = True,
     resume: bool = True,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Train and evaluate ``base`` for every model and β; write results.csv/json and trade-off plots."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for model in models:
-        for beta in betas:
-            cfg = base.replace(model=model, beta=float(beta))
-            run_dir = out_dir / f"{model}_beta{beta:g}_seed{cfg.seed}"
-            rows.append(summarize(cfg, run(cfg, run_dir, progress=progress, resume=resume)))
-            write_table(rows, out_dir)
+    """Every model at every β (``overrides[model]`` adjusts a model's config), then the trade-off plots."""
+    overrides = overrides or {}
+    configs = {
+        f"{model}_beta{beta:g}_seed{base.seed}": base.replace(model=model, beta=float(beta), **overrides.get(model, {}))
+        for model in models
+        for beta in betas
+    }
+    rows = run_grid(configs, out_dir, progress=progress, resume=resume)
     for y, name in TRADEOFFS:
-        plot_tradeoff(rows, out_dir / f"tradeoff_{name}.png", x="rec_error", y=y, hue="model", label="beta")
+        plot_tradeoff(rows, Path(out_dir) / f"tradeoff_{name}.png", x="rec_error", y=y, hue="model", label="beta")
     return rows
 
 
