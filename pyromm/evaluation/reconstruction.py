@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -25,12 +25,23 @@ def distribution_mean(d: Distribution) -> Tensor:
     return d.mean
 
 
+def observed_all(batch: MultimodalBatch, names: Sequence[str]) -> MultimodalBatch:
+    """The samples of ``batch`` observing every modality of ``names``, holding those modalities only (no mask)."""
+    keep = None
+    for name in names:
+        observed = batch.observed(name)
+        if observed is not None:
+            keep = observed if keep is None else keep & observed
+    data = {name: batch.data[name] for name in names}
+    if keep is None:
+        return MultimodalBatch(data, None, batch.labels)
+    labels = None if batch.labels is None else batch.labels[keep]
+    return MultimodalBatch({name: x[keep] for name, x in data.items()}, None, labels)
+
+
 def observed_only(batch: MultimodalBatch, name: str) -> MultimodalBatch:
     """The samples of ``batch`` that observe ``name``, holding that modality only (no mask)."""
-    keep = batch.observed(name)
-    if keep is None:
-        return MultimodalBatch({name: batch.data[name]}, None, batch.labels)
-    return MultimodalBatch({name: batch.data[name][keep]}, None, None if batch.labels is None else batch.labels[keep])
+    return observed_all(batch, [name])
 
 
 @contextmanager

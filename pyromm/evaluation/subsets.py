@@ -8,30 +8,15 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
-from pyromm.data.batch import MultimodalBatch
 from pyromm.data.dataset import MultimodalDataset
-from pyromm.evaluation.classifiers import class_labels, evaluating
-from pyromm.evaluation.coherence import pair_key
+from pyromm.evaluation.classifiers import evaluating
+from pyromm.evaluation.coherence import generation_accuracy, pair_key
 from pyromm.evaluation.reconstruction import distribution_mean, seeded
 
 
 def subset_key(subset: Sequence[str], target: str) -> str:
     """The JSON key of conditioning ``subset`` and ``target``: ``"a+b->c"``."""
     return pair_key("+".join(subset), target)
-
-
-def observed_all(batch: MultimodalBatch, names: Sequence[str]) -> MultimodalBatch:
-    """The samples of ``batch`` observing every modality of ``names``, holding those modalities only (no mask)."""
-    keep = None
-    for name in names:
-        observed = batch.observed(name)
-        if observed is not None:
-            keep = observed if keep is None else keep & observed
-    data = {name: batch.data[name] for name in names}
-    if keep is None:
-        return MultimodalBatch(data, None, batch.labels)
-    labels = None if batch.labels is None else batch.labels[keep]
-    return MultimodalBatch({name: x[keep] for name, x in data.items()}, None, labels)
 
 
 def coherence_by_num_inputs(
@@ -50,31 +35,10 @@ def coherence_by_num_inputs(
     ``by_num_inputs[str(k)]`` = mean over the pairs (S, m) with |S| = k of ``subset``, k = 1..M−1: the mean over
     all subsets of size k and all targets outside them (MoPoE/MultiVae tables).
     """
-    class_labels(test)
     names = list(model.modality_names)
-    check_classifiers(names, classifiers)
     subsets = [s for k in range(1, len(names)) for s in combinations(names, k)]
     pairs = [(s, t) for s in subsets for t in names if t not in s]
-    correct = {pair: torch.zeros((), dtype=torch.long, device=test.device) for pair in pairs}
-    totals = {s: 0 for s in subsets}
-    with ExitStack() as stack:
-        for module in (model, *classifiers.values()):
-            stack.enter_context(evaluating(module))
-        stack.enter_context(seeded(generator, test.device))
-        for batch in test.batches(batch_size):
-            for subset in subsets:
-                conditioning = observed_all(batch, subset)
-                if conditioning.batch_size == 0:
-                    continue
-                posterior = model.infer(conditioning, list(subset))
-                for target in names:
-                    if target in subset:
-                        continue
-                    generated = distribution_mean(model.decode(target, posterior.sample()))
-                    predicted = classifiers[target](generated).argmax(-1)
-                    correct[subset, target] += (predicted == conditioning.labels).sum()
-                totals[subset] += conditioning.batch_size
-    accuracy = {(s, t): int(c) / totals[s] if totals[s] else None for (s, t), c in correct.items()}
+    accuracy = generation_accuracy(model, test, classifiers, pairs, batch_size=batch_size, generator=generator)
     by_num_inputs = {}
     for k in range(1, len(names)):
         values = [v for (s, _), v in accuracy.items() if len(s) == k and v is not None]
