@@ -54,6 +54,7 @@ class RunConfig:
     seed: int = 0
     device: str = "cpu"
     checkpoint_every: int = 1
+    on_nonfinite: str = "raise"
     classifier_epochs: int = 5
     classifier_train_limit: int | None = None
     eval_num_train: int = 10000
@@ -83,6 +84,7 @@ class RunConfig:
         _check_choice("network", self.network, NETWORKS)
         _check_choice("likelihood", self.likelihood, LIKELIHOODS)
         _check_choice("objective", self.objective, OBJECTIVES)
+        _check_choice("on_nonfinite", self.on_nonfinite, ("raise", "skip"))
         if self.rate is not None:
             _check_choice("rate", self.rate, ("analytic", "jensen", "selected", "mc"))
         if not 1 <= self.num_views <= 5:

@@ -48,7 +48,7 @@ from pyromm.nn import (
     PolyMNISTResNetDecoder,
     PolyMNISTResNetEncoder,
 )
-from pyromm.train import CheckpointDir, EpochWarmup, Linear, Stage, Trainer, load_checkpoint, schedule_from_config
+from pyromm.train import CheckpointDir, EpochWarmup, Linear, Stage, Trainer, schedule_from_config
 from pyromm.train.checkpoint import load_model_state
 
 IMAGE_NETWORKS = {
@@ -197,6 +197,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, resume:
         checkpoint_every=cfg.checkpoint_every,
         resume=resume,
         progress=progress,
+        on_nonfinite=cfg.on_nonfinite,
         config={"run": cfg.to_dict()},
     )
     history = trainer.fit(train_set)
@@ -248,12 +249,13 @@ def load_run(run_dir: str | Path, map_location: str = "cpu") -> tuple[RunConfig,
     run_dir = Path(run_dir)
     saved = json.loads((run_dir / "config.json").read_text())
     cfg = RunConfig.from_dict(saved["run"])
-    latest = CheckpointDir(run_dir / "checkpoints").latest()
-    if latest is None:
+    found = CheckpointDir(run_dir / "checkpoints").load_latest(map_location)
+    if found is None:
         raise FileNotFoundError(f"no checkpoint in {run_dir / 'checkpoints'}")
+    path, state = found
     train_set, _ = load_data(cfg.replace(train_limit=1, test_limit=1))
     model = build_model(cfg, train_set.event_shapes)
-    load_model_state(model, load_checkpoint(latest, map_location), latest)
+    load_model_state(model, state, path)
     return cfg, model
 
 

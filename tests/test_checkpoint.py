@@ -151,3 +151,54 @@ def test_checkpoint_dir_keeps_last(tmp_path):
     assert checkpoints.paths() == []
     with pytest.raises(ValueError):
         CheckpointDir(tmp_path, keep_last=0)
+
+
+def test_flipped_byte_in_tensor_data_is_detected_by_the_checksum(tmp_path):
+    model = Net()
+    path = tmp_path / "ckpt.pt"
+    save_checkpoint(path, make_state(model))
+    data = bytearray(path.read_bytes())
+    offset = data.find(model.decoder.weight.detach().numpy().tobytes())
+    assert offset > 0
+    data[offset + 5] ^= 0x10
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"checkpoint .*ckpt\.pt is corrupt: its contents do not match its SHA"):
+        load_checkpoint(path)
+    torch.save(make_state(model), path)
+    assert "checksum" not in load_checkpoint(path)
+
+
+def test_mid_epoch_checkpoints_sort_between_epochs_and_rotate(tmp_path):
+    checkpoints = CheckpointDir(tmp_path, keep_last=3)
+    model = Net()
+    for epoch, batch in [(1, 0), (1, 7), (2, 0), (2, 3), (2, 12)]:
+        checkpoints.save({**make_state(model, epoch=epoch), "batch": batch})
+    assert [p.name for p in checkpoints.paths()] == [
+        "epoch-00002.pt",
+        "epoch-00002-batch-000003.pt",
+        "epoch-00002-batch-000012.pt",
+    ]
+    assert load_checkpoint(checkpoints.latest())["batch"] == 12
+
+
+def test_load_latest_falls_back_past_unreadable_files(tmp_path):
+    checkpoints = CheckpointDir(tmp_path, keep_last=None)
+    assert checkpoints.load_latest() is None
+    model = Net()
+    for epoch in (1, 2, 3):
+        checkpoints.save(make_state(model, epoch=epoch))
+    checkpoints.path_for(3).write_bytes(checkpoints.path_for(3).read_bytes()[:100])
+    checkpoints.path_for(2).write_bytes(b"")
+    with pytest.warns(UserWarning) as caught:
+        path, state = checkpoints.load_latest()
+    assert path.name == "epoch-00001.pt" and state["epoch"] == 1
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 2
+    assert "epoch-00003.pt" in messages[0] and "falling back to epoch-00001.pt" in messages[0]
+    assert "kept as epoch-00002.pt.corrupt" in messages[1]
+    assert [p.name for p in checkpoints.paths()] == ["epoch-00001.pt"]
+    assert sorted(p.name for p in tmp_path.glob("*.corrupt")) == ["epoch-00002.pt.corrupt", "epoch-00003.pt.corrupt"]
+    checkpoints.path_for(1).write_bytes(b"junk")
+    with pytest.raises(CheckpointError, match=r"no readable checkpoint in .*epoch-00001\.pt"):
+        checkpoints.load_latest()
+    assert checkpoints.path_for(1).exists()

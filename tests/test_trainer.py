@@ -1,5 +1,8 @@
 import csv
 import json
+import os
+import signal
+import threading
 
 import pyro
 import pytest
@@ -9,7 +12,7 @@ from torch.distributions import Normal, kl_divergence
 
 from pyromm.data import MultimodalDataset
 from pyromm.infer.objective import ObjectiveOutput
-from pyromm.train import CheckpointMismatchError, Cosine, Linear, Stage, Trainer, load_checkpoint
+from pyromm.train import CheckpointError, CheckpointMismatchError, Cosine, Linear, Stage, Trainer, load_checkpoint
 
 DIMS = {"a": 4, "b": 3}
 
@@ -263,3 +266,106 @@ def test_options_progress_and_pyro_validation(tmp_path, capsys):
     assert "loss=" in capsys.readouterr().err
     with pytest.raises(ValueError, match="unknown optimizer"):
         trainer(model, optimizer="nope")
+
+
+class SignalAt:
+    """``elbo`` that sends ``signum`` to this process during training call ``calls`` (0-based)."""
+
+    def __init__(self, calls: int, signum: int, objective=elbo, training: bool = True) -> None:
+        self.calls, self.signum, self.objective, self.training, self.count = calls, signum, objective, training, 0
+
+    def __call__(self, model, batch, hyper):
+        if model.training == self.training:
+            if self.count == self.calls:
+                os.kill(os.getpid(), self.signum)
+            self.count += 1
+        return self.objective(model, batch, hyper)
+
+
+def without_seconds(rows):
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+
+@pytest.mark.parametrize("signum, exit_type", [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, SystemExit)])
+def test_stop_signal_mid_epoch_checkpoints_the_step_and_resumes_bit_identical(tmp_path, signum, exit_type):
+    train, val = dataset(), dataset(16, seed=1)
+    reference = toy()
+    expected = trainer(reference, run_dir=tmp_path / "ref").fit(train, val)
+
+    run = tmp_path / "run"
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    with pytest.raises(exit_type) as raised:
+        trainer(toy(), SignalAt(7, signum), run_dir=run).fit(train, val)
+    if exit_type is SystemExit:
+        assert raised.value.code == 128 + signum
+    assert {s: signal.getsignal(s) for s in handlers} == handlers
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch-00001-batch-000003.pt", "epoch-00001.pt"]
+    partial = load_checkpoint(run / "checkpoints" / "epoch-00001-batch-000003.pt")
+    assert (partial["epoch"], partial["batch"], partial["step"]) == (1, 3, 8)
+    assert epochs_logged(run) == [1]
+    resumed = toy(seed=9)
+    history = trainer(resumed, run_dir=run).fit(train, val)
+    assert_same_parameters(reference, resumed)
+    assert epochs_logged(run) == [1, 2, 3, 4]
+    assert without_seconds(history) == without_seconds(expected)
+
+
+def test_stop_signal_after_the_last_step_of_an_epoch_writes_an_epoch_checkpoint(tmp_path):
+    train, val = dataset(), dataset(16, seed=1)
+    reference = toy()
+    trainer(reference, epochs=3).fit(train, val)
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit, match=str(128 + signal.SIGTERM)):
+        trainer(toy(), SignalAt(0, signal.SIGTERM, training=False), run_dir=run, epochs=3, checkpoint_every=3).fit(
+            train, val
+        )
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["epoch-00001.pt"]
+    resumed = toy(seed=2)
+    trainer(resumed, run_dir=run, epochs=3, checkpoint_every=3).fit(train, val)
+    assert_same_parameters(reference, resumed)
+    assert epochs_logged(run) == [1, 2, 3]
+
+
+def test_no_signal_handlers_outside_the_main_thread_or_without_run_dir(tmp_path):
+    before = signal.getsignal(signal.SIGTERM)
+    seen = []
+
+    def recording(model, batch, hyper):
+        seen.append(signal.getsignal(signal.SIGTERM))
+        return elbo(model, batch, hyper)
+
+    histories = []
+    worker = threading.Thread(
+        target=lambda: histories.append(trainer(toy(), recording, run_dir=tmp_path, epochs=1).fit(dataset()))
+    )
+    worker.start()
+    worker.join()
+    assert len(histories) == 1 and set(seen) == {before}
+    trainer(toy(), recording, epochs=1).fit(dataset())
+    assert set(seen) == {before}
+    trainer(toy(), recording, run_dir=tmp_path / "main", epochs=1).fit(dataset())
+    assert seen[-1] != before and signal.getsignal(signal.SIGTERM) == before
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path):
+    train = dataset()
+    reference = toy()
+    trainer(reference).fit(train)
+    run = tmp_path / "run"
+    trainer(toy(), run_dir=run, epochs=3).fit(train)
+    latest = run / "checkpoints" / "epoch-00003.pt"
+    data = latest.read_bytes()
+    latest.write_bytes(data[: len(data) // 2])
+    resumed = toy(seed=4)
+    with pytest.warns(UserWarning, match=r"epoch-00003\.pt.*falling back to epoch-00002\.pt") as caught:
+        trainer(resumed, run_dir=run).fit(train)
+    assert len([w for w in caught if "falling back" in str(w.message)]) == 1
+    assert_same_parameters(reference, resumed)
+    assert epochs_logged(run) == [1, 2, 3, 4]
+    assert (run / "checkpoints" / "epoch-00003.pt.corrupt").exists()
+    assert sorted(p.name for p in (run / "checkpoints").glob("*.pt")) == ["epoch-00003.pt", "epoch-00004.pt"]
+
+    for path in (run / "checkpoints").glob("*.pt"):
+        path.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match=r"no readable checkpoint.*epoch-00004\.pt.*epoch-00003\.pt"):
+        trainer(toy(), run_dir=run).fit(train)

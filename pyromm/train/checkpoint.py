@@ -1,15 +1,18 @@
-"""Training checkpoints: atomic writes, tensor-only loading, model signatures, RNG state, rotation.
+"""Training checkpoints: atomic writes, tensor-only loading, checksums, model signatures, RNG state, rotation.
 
 A checkpoint is a dict of tensors and plain values (ints, floats, strings, lists, dicts, None), so it
-loads with ``torch.load(weights_only=True)`` and never unpickles arbitrary objects.
+loads with ``torch.load(weights_only=True)`` and never unpickles arbitrary objects. It carries a SHA-256
+checksum of its contents, so a corrupt file is detected on load, not just a truncated one.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import random
 import re
 import tempfile
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterator, Mapping
@@ -19,7 +22,8 @@ import torch
 from torch import nn
 
 REQUIRED_KEYS = ("model", "optimizer", "epoch", "step", "stage", "rng", "generator", "model_signature", "config")
-_NAME = re.compile(r"^epoch-(\d+)\.pt$")
+CHECKSUM_KEY = "checksum"
+_NAME = re.compile(r"^epoch-(\d+)(?:-batch-(\d+))?\.pt$")
 
 
 class CheckpointError(RuntimeError):
@@ -114,20 +118,47 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
     random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss_next"]))
 
 
+def state_checksum(state: Mapping[str, Any]) -> str:
+    """SHA-256 over the nested contents of ``state``: keys, plain values, tensor dtypes, shapes and bytes."""
+    digest = hashlib.sha256()
+
+    def update(value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            t = value.detach().cpu().contiguous()
+            digest.update(f"T{t.dtype}{tuple(t.shape)};".encode())
+            digest.update(t.reshape(-1).view(torch.uint8).numpy())
+        elif isinstance(value, Mapping):
+            digest.update(f"D{len(value)};".encode())
+            for key, item in value.items():
+                update(key)
+                update(item)
+        elif isinstance(value, (list, tuple)):
+            digest.update(f"L{len(value)};".encode())
+            for item in value:
+                update(item)
+        else:
+            digest.update(f"V{type(value).__name__}:{value!r};".encode())
+
+    update(state)
+    return digest.hexdigest()
+
+
 def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> None:
-    """Atomically write ``state`` (which must hold every key of ``REQUIRED_KEYS``) to ``path``."""
+    """Atomically write ``state`` (which must hold every key of ``REQUIRED_KEYS``) and its checksum to ``path``."""
     missing = [k for k in REQUIRED_KEYS if k not in state]
     if missing:
         raise ValueError(f"checkpoint state lacks {missing}")
+    state = {k: v for k, v in state.items() if k != CHECKSUM_KEY}
     with atomic_open(path, "wb") as handle:
-        torch.save(dict(state), handle)
+        torch.save({**state, CHECKSUM_KEY: state_checksum(state)}, handle)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | None = None) -> dict[str, Any]:
     """Load a checkpoint with ``torch.load(weights_only=True)``.
 
     Raises ``FileNotFoundError`` when ``path`` is missing and ``CheckpointError`` naming the file when it
-    is truncated, corrupt, holds anything but tensors and plain values, or lacks checkpoint keys.
+    is truncated, corrupt (its contents differ from its checksum), holds anything but tensors and plain
+    values, or lacks checkpoint keys. Files without a checksum (older pyromm) are loaded unchecked.
     """
     path = Path(path)
     if not path.is_file():
@@ -146,11 +177,18 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | 
     missing = [k for k in REQUIRED_KEYS if k not in state]
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {missing}")
+    checksum = state.pop(CHECKSUM_KEY, None)
+    if checksum is not None and checksum != state_checksum(state):
+        raise CheckpointError(f"checkpoint {path} is corrupt: its contents do not match its SHA-256 checksum")
     return state
 
 
 class CheckpointDir:
-    """``epoch-NNNNN.pt`` files in one directory, keeping the ``keep_last`` newest (None keeps all)."""
+    """Checkpoints in one directory, keeping the ``keep_last`` newest (None keeps all).
+
+    ``epoch-EEEEE.pt`` is the state after epoch E; ``epoch-EEEEE-batch-BBBBBB.pt`` (written on a stop signal)
+    the state after epoch E and B batches of epoch E + 1. Files sort by (E, B), oldest first.
+    """
 
     def __init__(self, directory: str | os.PathLike, keep_last: int | None = 2) -> None:
         if keep_last is not None and keep_last < 1:
@@ -158,23 +196,49 @@ class CheckpointDir:
         self.directory = Path(directory)
         self.keep_last = keep_last
 
-    def path_for(self, epoch: int) -> Path:
-        return self.directory / f"epoch-{epoch:05d}.pt"
+    def path_for(self, epoch: int, batch: int = 0) -> Path:
+        suffix = f"-batch-{batch:06d}" if batch else ""
+        return self.directory / f"epoch-{epoch:05d}{suffix}.pt"
 
     def paths(self) -> list[Path]:
         """Existing checkpoints, oldest first."""
         if not self.directory.is_dir():
             return []
-        found = [(int(m.group(1)), p) for p in self.directory.iterdir() if (m := _NAME.match(p.name))]
+        found = [
+            ((int(m.group(1)), int(m.group(2) or 0)), p) for p in self.directory.iterdir() if (m := _NAME.match(p.name))
+        ]
         return [p for _, p in sorted(found)]
 
     def latest(self) -> Path | None:
         paths = self.paths()
         return paths[-1] if paths else None
 
+    def load_latest(self, map_location: str | torch.device | None = None) -> tuple[Path, dict[str, Any]] | None:
+        """The newest readable checkpoint and its state, or None when there is no checkpoint.
+
+        A newer unreadable one (truncated or corrupt) is renamed to ``<name>.corrupt``, out of the rotation,
+        with a warning naming it and the checkpoint used instead. Raises ``CheckpointError`` (renaming
+        nothing) when every checkpoint is unreadable.
+        """
+        bad: list[tuple[Path, CheckpointError]] = []
+        for path in reversed(self.paths()):
+            try:
+                state = load_checkpoint(path, map_location)
+            except CheckpointError as err:
+                bad.append((path, err))
+                continue
+            for broken, err in bad:
+                kept = broken.replace(broken.with_name(broken.name + ".corrupt"))
+                warnings.warn(f"{err}; falling back to {path.name} (the bad file is kept as {kept.name})", stacklevel=2)
+            return path, state
+        if bad:
+            raise CheckpointError(f"no readable checkpoint in {self.directory}: " + "; ".join(str(e) for _, e in bad))
+        return None
+
     def save(self, state: Mapping[str, Any]) -> Path:
-        """Write the checkpoint of epoch ``state["epoch"]``, then delete all but the newest ``keep_last``."""
-        path = self.path_for(int(state["epoch"]))
+        """Write the checkpoint of ``state["epoch"]`` (and ``state["batch"]``, if any), then delete all but
+        the newest ``keep_last``."""
+        path = self.path_for(int(state["epoch"]), int(state.get("batch", 0)))
         save_checkpoint(path, state)
         if self.keep_last is not None:
             for old in self.paths()[: -self.keep_last]:

@@ -6,16 +6,25 @@ Per step t (global optimizer step, 0-based) of epoch e (1-based)::
 
 Training runs as a list of ``Stage``s (default: one stage of ``epochs`` epochs over every parameter).
 Checkpoints, ``config.json`` and per-epoch metrics go to ``run_dir``; with ``resume`` a run continues from
-its newest checkpoint and, on CPU, ends bit-identical to an uninterrupted run.
+its newest readable checkpoint (a truncated or corrupt newest one is set aside with a warning) and, on CPU,
+ends bit-identical to an uninterrupted run.
+
+SIGTERM or SIGINT during ``fit`` (with a ``run_dir``, in the main thread) lets the current step finish,
+writes a checkpoint of it and raises ``SystemExit(128 + signum)`` or ``KeyboardInterrupt``. Mid-epoch, that
+checkpoint (``epoch-EEEEE-batch-BBBBBB.pt``) records the batches done, their metric sums and the data-order
+generator state at the start of the epoch: resume redraws the same permutation and continues at the next
+batch, so the run still ends bit-identical. A second signal exits at once.
 """
 from __future__ import annotations
 
 import bisect
 import json
+import math
 import os
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
@@ -33,13 +42,15 @@ from pyromm.train.checkpoint import (
     CheckpointMismatchError,
     atomic_open,
     capture_rng_state,
-    load_checkpoint,
     load_model_state,
     model_signature,
     restore_rng_state,
 )
 from pyromm.train.logging import MetricsLog
 from pyromm.train.schedules import Schedule, as_schedule
+from pyromm.train.signals import StopSignals
+
+NONFINITE_MODES = ("raise", "skip")
 
 
 @dataclass(frozen=True)
@@ -69,7 +80,15 @@ class Trainer:
     ``schedules`` maps hyper names to a ``Schedule`` or a number (a constant); it must include ``beta``
     (default ``{"beta": 1.0}``), which must never be negative. ``epochs`` is the total number of epochs
     and is used only when ``stages`` is None. ``resume=False`` deletes the checkpoints and metrics in
-    ``run_dir`` and starts over.
+    ``run_dir`` and starts over. ``keep_last`` >= 2 (the default) keeps an older checkpoint to fall back to
+    when the newest one is truncated or corrupt.
+
+    A NaN or inf loss or gradient is found with one host sync per ``sync_every`` steps (the flags stay on
+    the device until then). ``on_nonfinite="raise"`` raises ``FloatingPointError`` naming the step, the
+    non-finite objective terms (e.g. ``rate/m1``) and the first parameter with a non-finite gradient,
+    before any later checkpoint is written. ``"skip"`` skips the optimizer update of such a step (one host
+    sync per step, to decide), leaves it out of the epoch's metrics and counts it in ``skipped_steps``; the
+    step counter, and with it the schedules, still advances.
     """
 
     sync_every: int = 20
@@ -96,6 +115,7 @@ class Trainer:
         grad_clip: float | None = None,
         config: Mapping[str, Any] | None = None,
         stages: Iterable[Stage] | None = None,
+        on_nonfinite: str = "raise",
     ) -> None:
         self.model = model
         self.objective = objective
@@ -119,6 +139,9 @@ class Trainer:
         if grad_clip is not None and not grad_clip > 0:
             raise ValueError(f"grad_clip must be > 0 or None, got {grad_clip}")
         self.grad_clip = grad_clip
+        if on_nonfinite not in NONFINITE_MODES:
+            raise ValueError(f"on_nonfinite must be one of {NONFINITE_MODES}, got {on_nonfinite!r}")
+        self.on_nonfinite = on_nonfinite
         self.user_config = dict(config or {})
         self.generator = torch.Generator()
         self.optimizer: Optimizer | None = None
@@ -126,6 +149,8 @@ class Trainer:
         self.step = 0
         self.stage_index = 0
         self._params: list[nn.Parameter] = []
+        self._param_names: list[str] = []
+        self._progress: _Progress | None = None
         self._stage_ends = [int(e) for e in np.cumsum([s.epochs for s in self.stages])]
 
     @property
@@ -143,6 +168,7 @@ class Trainer:
             "seed": self.seed,
             "drop_last": self.drop_last,
             "grad_clip": self.grad_clip,
+            "on_nonfinite": self.on_nonfinite,
             "checkpoint_every": self.checkpoint_every,
             "keep_last": self.keep_last,
             "stages": [
@@ -180,26 +206,35 @@ class Trainer:
             self._check_first_batch(val)
         config_json = _to_json(self.run_config())
         self._seed()
-        self.optimizer, self.epoch, self.step, self.stage_index = None, 0, 0, 0
+        self.optimizer, self.epoch, self.step, self.stage_index, self._progress = None, 0, 0, 0, None
         initial = [(p, p.requires_grad) for p in model.parameters()]
         was_training = model.training
         history: list[dict[str, Any]] = []
         log = checkpoints = None
+
+        def save(progress: _Progress | None = None) -> None:
+            checkpoints.save(self._state(config_json, progress))
+
         try:
-            if self.run_dir is not None:
-                log, checkpoints, history = self._open_run(config_json, initial)
-            with pyro.validation_enabled(False):
-                for epoch in range(self.epoch + 1, self.total_epochs + 1):
-                    stage_index = bisect.bisect_left(self._stage_ends, epoch)
-                    if self.optimizer is None or stage_index != self.stage_index:
-                        self._enter_stage(stage_index, initial)
-                    row = self._run_epoch(epoch, train, val)
-                    self.epoch = epoch
-                    history.append(row)
-                    if log is not None:
-                        log.append(row)
-                    if checkpoints is not None and (epoch % self.checkpoint_every == 0 or epoch in self._stage_ends):
-                        checkpoints.save(self._state(config_json))
+            with StopSignals(enabled=self.run_dir is not None) as stop:
+                if self.run_dir is not None:
+                    log, checkpoints, history = self._open_run(config_json, initial)
+                with pyro.validation_enabled(False):
+                    for epoch in range(self.epoch + 1, self.total_epochs + 1):
+                        stage_index = bisect.bisect_left(self._stage_ends, epoch)
+                        if self.optimizer is None or stage_index != self.stage_index:
+                            self._enter_stage(stage_index, initial)
+                        row = self._run_epoch(epoch, train, val, stop, save)
+                        self.epoch = epoch
+                        history.append(row)
+                        if log is not None:
+                            log.append(row)
+                        stopping = stop.signum is not None
+                        scheduled = epoch % self.checkpoint_every == 0 or epoch in self._stage_ends
+                        if checkpoints is not None and (scheduled or stopping):
+                            save()
+                        if stopping:
+                            stop.exit()
         finally:
             for param, flag in initial:
                 param.requires_grad_(flag)
@@ -209,14 +244,14 @@ class Trainer:
     def _open_run(
         self, config_json: str, initial: list[tuple[nn.Parameter, bool]]
     ) -> tuple[MetricsLog, CheckpointDir, list[dict[str, Any]]]:
-        """Resume from the newest checkpoint (or clear them when not resuming), align the metrics log
-        with it and write ``config.json``; return the log, the checkpoints and the rows kept."""
+        """Resume from the newest readable checkpoint (or clear them when not resuming), align the metrics
+        log with it and write ``config.json``; return the log, the checkpoints and the rows kept."""
         checkpoints = CheckpointDir(self.run_dir / "checkpoints", self.keep_last)
         if not self.resume:
             checkpoints.clear()
-        latest = checkpoints.latest()
+        latest = checkpoints.load_latest(map_location="cpu")
         if latest is not None:
-            self._restore(latest, initial)
+            self._restore(*latest, initial)
         log = MetricsLog(self.run_dir)
         history = log.truncate(self.epoch)
         with atomic_open(self.run_dir / "config.json", "w") as handle:
@@ -254,25 +289,28 @@ class Trainer:
             for param in params:
                 if param in self.optimizer.state:
                     optimizer.state[param] = self.optimizer.state[param]
+        names = {id(p): name for name, p in self.model.named_parameters()}
         self.optimizer, self.stage_index, self._params = optimizer, index, params
+        self._param_names = [names[id(p)] for p in params]
 
-    def _restore(self, path: Path, initial: list[tuple[nn.Parameter, bool]]) -> None:
-        """Continue from a checkpoint: model, stage and optimizer, counters, RNG and data-order states.
+    def _restore(self, path: Path, state: Mapping[str, Any], initial: list[tuple[nn.Parameter, bool]]) -> None:
+        """Continue from a loaded checkpoint: model, stage and optimizer, counters, RNG and data-order states,
+        and for a mid-epoch checkpoint the epoch's progress.
 
         Loaded on CPU: ``load_state_dict`` moves tensors to the parameters' device (and keeps the
         optimizer's step counters on CPU, as torch expects).
         """
-        state = load_checkpoint(path, map_location="cpu")
-        epoch, stage = int(state["epoch"]), int(state["stage"])
-        if epoch > self.total_epochs:
+        epoch, batch, stage = int(state["epoch"]), int(state.get("batch", 0)), int(state["stage"])
+        current = epoch + 1 if batch else epoch
+        if current > self.total_epochs:
             raise ValueError(
-                f"checkpoint {path} is at epoch {epoch} but this run has {self.total_epochs} epochs; "
+                f"checkpoint {path} is at epoch {current} but this run has {self.total_epochs} epochs; "
                 "use resume=False or another run_dir"
             )
-        expected = bisect.bisect_left(self._stage_ends, epoch)
+        expected = bisect.bisect_left(self._stage_ends, current)
         if stage != expected:
             raise CheckpointMismatchError(
-                f"checkpoint {path} ended epoch {epoch} in stage {stage}, but these stages put epoch {epoch} "
+                f"checkpoint {path} is at epoch {current} in stage {stage}, but these stages put epoch {current} "
                 f"in stage {expected} ({self.stages[expected].name!r})"
             )
         load_model_state(self.model, state, path)
@@ -281,8 +319,10 @@ class Trainer:
         self.epoch, self.step = epoch, int(state["step"])
         restore_rng_state(state["rng"])
         self.generator.set_state(state["generator"].cpu())
+        self._progress = _Progress.from_state(batch, state["progress"], self.device) if batch else None
 
-    def _state(self, config_json: str) -> dict[str, Any]:
+    def _state(self, config_json: str, progress: _Progress | None = None) -> dict[str, Any]:
+        """The checkpoint: after epoch ``self.epoch``, or ``progress.batches`` batches into the next one."""
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -290,53 +330,85 @@ class Trainer:
             "step": self.step,
             "stage": self.stage_index,
             "rng": capture_rng_state(),
-            "generator": self.generator.get_state(),
+            "generator": self.generator.get_state() if progress is None else progress.generator,
             "model_signature": model_signature(self.model),
             "config": config_json,
+            "batch": 0 if progress is None else progress.batches,
+            "progress": None if progress is None else progress.state(),
         }
 
     def _hyper(self, epoch: int) -> dict[str, float]:
         return {name: float(schedule(self.step, epoch)) for name, schedule in self.schedules.items()}
 
-    def _run_epoch(self, epoch: int, train: MultimodalDataset, val: MultimodalDataset | None) -> dict[str, Any]:
-        """One pass over ``train`` (then ``val``); host syncs only every ``sync_every`` steps."""
+    def _run_epoch(
+        self,
+        epoch: int,
+        train: MultimodalDataset,
+        val: MultimodalDataset | None,
+        stop: StopSignals,
+        save: Callable[[_Progress], None],
+    ) -> dict[str, Any]:
+        """One pass over ``train`` (then ``val``), continuing a resumed epoch at its next batch.
+
+        Host syncs every ``sync_every`` steps (every step with ``on_nonfinite="skip"``). After a step, a stop
+        signal saves a mid-epoch checkpoint and exits (unless the epoch is complete: ``fit`` handles that).
+        """
         stage = self.stages[self.stage_index]
         objective = stage.objective or self.objective
+        progress, self._progress = self._progress or _Progress(), None
+        progress.generator = self.generator.get_state()
+        skip = self.on_nonfinite == "skip"
         start = time.perf_counter()
         self.model.train()
-        totals, window = _Totals(), []
+        window: list[_StepRecord] = []
+        total = train.num_batches(self.batch_size, self.drop_last)
         batches = train.batches(self.batch_size, shuffle=True, generator=self.generator, drop_last=self.drop_last)
         bar = tqdm(
-            total=train.num_batches(self.batch_size, self.drop_last),
+            total=total,
+            initial=progress.batches,
             desc=f"{stage.name} {epoch}/{self.total_epochs}",
             disable=not self.progress,
             dynamic_ncols=True,
         )
         with bar:
-            for batch in batches:
+            for batch in islice(batches, progress.batches, None):
                 hyper = self._hyper(epoch)
                 out = objective(self.model, batch, hyper)
-                totals.add(out, batch.batch_size)
+                _check_output(out)
                 self.optimizer.zero_grad(set_to_none=True)
                 out.loss.backward()
-                if self.grad_clip is not None:
-                    nn.utils.clip_grad_norm_(self._params, self.grad_clip)
-                self.optimizer.step()
-                window.append((self.step, out.loss.detach(), {k: v.detach() for k, v in out.terms.items()}))
+                record = self._record(out)
+                if skip and not bool(record.finite):
+                    progress.skipped += 1
+                else:
+                    if self.grad_clip is not None:
+                        nn.utils.clip_grad_norm_(self._params, self.grad_clip)
+                    self.optimizer.step()
+                    progress.totals.add(out, batch.batch_size)
+                    if not skip:
+                        window.append(record)
                 self.step += 1
+                progress.batches += 1
                 bar.update()
                 if len(window) == self.sync_every:
                     self._check_finite(window, epoch)
                     window = []
-                    if self.progress:
-                        bar.set_postfix(loss=f"{totals.running_loss():.4g}")
+                if self.progress and progress.batches % self.sync_every == 0:
+                    bar.set_postfix(loss=f"{progress.totals.running_loss():.4g}")
+                if stop.signum is not None and progress.batches < total:
+                    self._check_finite(window, epoch)
+                    progress.seconds += time.perf_counter() - start
+                    save(progress)
+                    stop.exit()
             self._check_finite(window, epoch)
             row: dict[str, Any] = {"epoch": epoch, "stage": stage.name, "step": self.step}
-            row.update({f"train/{k}": v for k, v in totals.means().items()})
+            row.update({f"train/{k}": v for k, v in progress.totals.means().items()})
             if val is not None:
                 row.update({f"val/{k}": v for k, v in self._evaluate(objective, val, hyper).items()})
             row.update({f"hyper/{k}": v for k, v in hyper.items()})
-            row["seconds"] = time.perf_counter() - start
+            if skip:
+                row["skipped_steps"] = progress.skipped
+            row["seconds"] = progress.seconds + time.perf_counter() - start
             bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k in ("train/loss", "val/loss")})
         return row
 
@@ -346,26 +418,73 @@ class Trainer:
         totals = _Totals()
         with torch.no_grad():
             for batch in data.batches(self.batch_size):
-                totals.add(objective(self.model, batch, hyper), batch.batch_size)
+                out = objective(self.model, batch, hyper)
+                _check_output(out)
+                totals.add(out, batch.batch_size)
         self.model.train()
         return totals.means()
 
-    def _check_finite(self, window: list[tuple[int, Tensor, dict[str, Tensor]]], epoch: int) -> None:
-        """Raise ``FloatingPointError`` at the first (step, loss, terms) of ``window`` whose loss is NaN or inf.
+    def _record(self, out: ObjectiveOutput) -> _StepRecord:
+        """The step's loss, terms and per-parameter gradient finiteness, as device tensors (no host sync).
+
+        A gradient is finite when its 2-norm is (the fused norm ``clip_grad_norm_`` uses), so one whose norm
+        overflows (entries beyond ~1e19 in float32) counts as non-finite too.
+        """
+        named = [(name, p.grad) for name, p in zip(self._param_names, self._params) if p.grad is not None]
+        names = [name for name, _ in named]
+        if named:
+            grad_finite = torch.isfinite(torch.stack(torch._foreach_norm([g for _, g in named])))
+        else:
+            grad_finite = torch.ones(0, dtype=torch.bool, device=out.loss.device)
+        loss = out.loss.detach()
+        finite = torch.isfinite(loss) & grad_finite.all()
+        return _StepRecord(self.step, loss, {k: v.detach() for k, v in out.terms.items()}, names, grad_finite, finite)
+
+    def _check_finite(self, window: list[_StepRecord], epoch: int) -> None:
+        """Raise ``FloatingPointError`` at the first step of ``window`` whose loss or a gradient is NaN or inf.
 
         One host sync per call.
         """
         if not window:
             return
-        finite = torch.isfinite(torch.stack([loss for _, loss, _ in window]))
+        finite = torch.stack([record.finite for record in window])
         if bool(finite.all()):
             return
-        step, loss, terms = window[int((~finite).to(torch.uint8).argmax())]
-        bad = [k for k, v in terms.items() if not bool(torch.isfinite(v).all())]
-        raise FloatingPointError(
-            f"non-finite loss {loss.item()} at step {step} (epoch {epoch}, stage "
-            f"{self.stages[self.stage_index].name!r}); non-finite terms: {', '.join(bad) or 'none'}"
+        record = window[int((~finite).to(torch.uint8).argmax())]
+        loss = record.loss.item()
+        bad_terms = [k for k, v in record.terms.items() if not bool(torch.isfinite(v).all())]
+        bad_grads = [name for name, ok in zip(record.grad_names, record.grad_finite.tolist()) if not ok]
+        what = " and ".join(kind for kind, bad in (("loss", not math.isfinite(loss)), ("gradient", bad_grads)) if bad)
+        message = (
+            f"non-finite {what} at step {record.step} (epoch {epoch}, stage {self.stages[self.stage_index].name!r}); "
+            f"loss {loss:.6g}, non-finite terms: {', '.join(bad_terms) or 'none'}"
         )
+        if bad_grads:
+            message += f"; first parameter with a non-finite gradient: {bad_grads[0]!r}"
+        raise FloatingPointError(message)
+
+
+@dataclass
+class _StepRecord:
+    """One step's loss and terms, the names of the parameters with a gradient, whether each gradient is
+    finite, and whether the whole step is (all device tensors until checked)."""
+
+    step: int
+    loss: Tensor
+    terms: dict[str, Tensor]
+    grad_names: list[str]
+    grad_finite: Tensor
+    finite: Tensor
+
+
+def _check_output(out: ObjectiveOutput) -> None:
+    if out.loss.dim() != 0:
+        raise ValueError(f"objective loss must be a scalar, got shape {tuple(out.loss.shape)}")
+    if "loss" in out.terms:
+        raise ValueError("objective terms may not be named 'loss'")
+    for key, value in out.terms.items():
+        if value.numel() != 1:
+            raise ValueError(f"objective term {key!r} must be a scalar, got shape {tuple(value.shape)}")
 
 
 class _Totals:
@@ -376,23 +495,46 @@ class _Totals:
         self.counts: dict[str, int] = {}
 
     def add(self, out: ObjectiveOutput, n: int) -> None:
-        if out.loss.dim() != 0:
-            raise ValueError(f"objective loss must be a scalar, got shape {tuple(out.loss.shape)}")
-        if "loss" in out.terms:
-            raise ValueError("objective terms may not be named 'loss'")
         for key, value in {"loss": out.loss, **out.terms}.items():
-            if value.numel() != 1:
-                raise ValueError(f"objective term {key!r} must be a scalar, got shape {tuple(value.shape)}")
             weighted = value.detach().reshape(()).double() * n
             self.sums[key] = self.sums[key] + weighted if key in self.sums else weighted
             self.counts[key] = self.counts.get(key, 0) + n
 
     def running_loss(self) -> float:
-        return (self.sums["loss"] / self.counts["loss"]).item()
+        return (self.sums["loss"] / self.counts["loss"]).item() if "loss" in self.sums else math.nan
 
     def means(self) -> dict[str, float]:
         keys = list(self.sums)
+        if not keys:
+            return {}
         return dict(zip(keys, torch.stack([self.sums[k] / self.counts[k] for k in keys]).tolist()))
+
+
+@dataclass
+class _Progress:
+    """How far the epoch in progress has got: batches done, their metric sums, skipped steps and seconds,
+    and the data-order generator state the epoch started from."""
+
+    batches: int = 0
+    totals: _Totals = field(default_factory=_Totals)
+    skipped: int = 0
+    seconds: float = 0.0
+    generator: Tensor | None = None
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "sums": dict(self.totals.sums),
+            "counts": dict(self.totals.counts),
+            "skipped": self.skipped,
+            "seconds": self.seconds,
+        }
+
+    @classmethod
+    def from_state(cls, batches: int, state: Mapping[str, Any], device: torch.device) -> "_Progress":
+        totals = _Totals()
+        totals.sums = {k: v.to(device) for k, v in state["sums"].items()}
+        totals.counts = {k: int(v) for k, v in state["counts"].items()}
+        return cls(batches, totals, int(state["skipped"]), float(state["seconds"]))
 
 
 def _optimizer_class(optimizer: str | type[Optimizer]) -> type[Optimizer]:
