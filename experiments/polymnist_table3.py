@@ -19,7 +19,7 @@ PAPER = dict(network="resnet", latent_dim=512, epochs=300, batch_size=256, lr=1e
 MODELS = {
     "mopoe_reference": dict(beta=2.5),
     "mvtcae": dict(beta=2.5, alpha=5 / 6),
-    "mmvae_plus": dict(beta=2.5, num_importance_samples=1),
+    "mmvae_plus": dict(beta=2.5, num_importance_samples=1, estimator="elbo"),
 }
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 DATASETS = ("digits", "polymnist", "translated_polymnist")
-MODELS = ("independent", "mmvm", "avg", "poe", "moe", "mopoe", "mopoe_reference", "mvae", "mvtcae", "jmvae", "telbo", "mmvae")
+MODELS = ("independent", "mmvm", "avg", "poe", "moe", "mopoe", "mopoe_reference", "mvae", "mvtcae", "jmvae", "telbo", "mmvae", "mmvae_plus")
 DEFAULT_ALPHA = {"mmvm": 0.0, "mvtcae": 0.1, "jmvae": 0.1}
 DEFAULT_RATE = {"mmvm": "jensen", "moe": "selected", "mopoe": "selected", "mopoe_reference": "jensen"}
 NETWORKS = ("mlp", "conv", "resnet")
@@ -40,6 +40,8 @@ class RunConfig:
     kl_warmup_epochs: int = 0
     num_importance_samples: int = 10
     estimator: str = "dreg"
+    private_dim: int | None = None
+    dreg_detach: str = "proper"
     second_stage_epochs: int | None = None
     beta: float = 1.0
     latent_dim: int = 16
@@ -93,7 +95,12 @@ class RunConfig:
             raise ConfigError(f"beta must be >= 0, got {self.beta}")
         if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
             raise ConfigError(f"alpha must lie in [0, 1], got {self.alpha}")
-        _check_choice("estimator", self.estimator, ("dreg", "iwae"))
+        _check_choice("estimator", self.estimator, ("elbo", "dreg") if self.model == "mmvae_plus" else ("dreg", "iwae"))
+        _check_choice("dreg_detach", self.dreg_detach, ("proper", "reference"))
+        if self.private_dim is not None and self.private_dim < 1:
+            raise ConfigError(f"private_dim must be >= 1, got {self.private_dim}")
+        if self.model == "mmvae_plus" and self.estimator == "elbo" and self.num_importance_samples != 1:
+            raise ConfigError("estimator 'elbo' needs num_importance_samples (K) = 1")
         if self.num_importance_samples < 1:
             raise ConfigError(f"num_importance_samples (K) must be >= 1, got {self.num_importance_samples}")
         if not 0.0 <= self.keep_probability <= 1.0:

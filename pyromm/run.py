@@ -34,6 +34,8 @@ from pyromm.models import (
     JointEncoderVAE,
     MMVAE,
     MMVAEObjective,
+    MMVAEPlus,
+    MMVAEPlusObjective,
     MMVMPrior,
     Modality,
     MultimodalVAE,
@@ -95,17 +97,19 @@ def build_likelihood(cfg: RunConfig, event_dim: int) -> likelihoods.Likelihood:
 
 
 def build_modalities(cfg: RunConfig, event_shapes: dict[str, tuple[int, ...]]) -> list[Modality]:
-    """One encoder/decoder pair per modality, of the network family ``cfg.network``."""
+    """One encoder/decoder pair per modality, of the network family ``cfg.network``; for MMVAE+ the networks
+    carry the shared and private blocks, latent_dim + private_dim (private_dim defaults to latent_dim)."""
+    dim = cfg.latent_dim + (cfg.private_dim or cfg.latent_dim) if cfg.model == "mmvae_plus" else cfg.latent_dim
     modalities = []
     for name, shape in event_shapes.items():
         if cfg.network == "mlp":
-            encoder = MLPEncoder(shape, cfg.latent_dim, hidden=tuple(cfg.hidden))
-            decoder = MLPDecoder(cfg.latent_dim, shape, hidden=tuple(reversed(cfg.hidden)))
+            encoder = MLPEncoder(shape, dim, hidden=tuple(cfg.hidden))
+            decoder = MLPDecoder(dim, shape, hidden=tuple(reversed(cfg.hidden)))
         else:
             if tuple(shape) != (3, 28, 28):
                 raise ConfigError(f"network {cfg.network!r} needs (3, 28, 28) images; modality {name!r} is {shape}")
             enc_cls, dec_cls = IMAGE_NETWORKS[cfg.network]
-            encoder, decoder = enc_cls(cfg.latent_dim), dec_cls(cfg.latent_dim)
+            encoder, decoder = enc_cls(dim), dec_cls(dim)
         modalities.append(Modality(name, encoder, decoder, build_likelihood(cfg, len(shape)), shape))
     return modalities
 
@@ -130,6 +134,8 @@ def build_model(cfg: RunConfig, event_shapes: dict[str, tuple[int, ...]]) -> Mul
     modalities = build_modalities(cfg, event_shapes)
     if cfg.model == "mmvae":
         return MMVAE(modalities, cfg.latent_dim, learn_prior=True)
+    if cfg.model == "mmvae_plus":
+        return MMVAEPlus(modalities, cfg.latent_dim, cfg.private_dim or cfg.latent_dim, learn_private_prior=True)
     if cfg.model in ("jmvae", "telbo"):
         heads = {m.name: EncoderHead(build_modalities(cfg, {m.name: m.event_shape})[0].encoder) for m in modalities}
         joint_encoder = JointEncoder(heads, {n: 2 * cfg.latent_dim for n in heads}, cfg.latent_dim)
@@ -154,6 +160,8 @@ def build_objective(cfg: RunConfig):
         return JMVAEObjective(cfg.alpha_value)
     if cfg.model == "mmvae":
         return MMVAEObjective(cfg.num_importance_samples, cfg.estimator, "looser")
+    if cfg.model == "mmvae_plus":
+        return MMVAEPlusObjective(cfg.num_importance_samples, cfg.estimator, detach=cfg.dreg_detach)
     if cfg.model == "telbo":
         return JointELBOStage()
     return SharedELBO(cfg.rate_mode, rate_scale="modalities" if cfg.model in MMVM_BASELINES else 1.0)

@@ -87,7 +87,7 @@ def test_conv_network_on_digits_is_refused():
         build_model(cfg, {"m0": (1, 8, 8)})
 
 
-@pytest.mark.parametrize("model", ["avg", "poe", "moe", "mopoe", "mopoe_reference", "mvae", "mvtcae", "jmvae", "telbo", "mmvae"])
+@pytest.mark.parametrize("model", ["avg", "poe", "moe", "mopoe", "mopoe_reference", "mvae", "mvtcae", "jmvae", "telbo", "mmvae", "mmvae_plus"])
 def test_every_shared_latent_model_trains_and_evaluates(tmp_path, model):
     cfg = RunConfig(model=model, epochs=2, num_random_subsets=1, kl_warmup_epochs=1, num_importance_samples=2, **TINY)
     trained, history, train_set, test_set = train(cfg, tmp_path, progress=False)

@@ -1,0 +1,247 @@
+r"""MMVAE+ (Palumbo et al. 2023) as its official code and MultiVae compute it (ALGORITHMS.md §4.2).
+
+Latents: modality m has a shared part z_m (``shared_dim`` = D_z) and a private part w_m (``private_dim`` = D_w).
+
+* Encoders return ``(loc, second)``, each of size D_z + D_w: the **first D_z entries parameterise the shared
+  z, the remaining D_w the private w**. The posteriors are Laplace with the scale constraint applied to each
+  block separately: q_m(z | x_m) = Laplace(loc_z, softmax(second_z)·D_z + 1e-6),
+  q_m(w | x_m) = Laplace(loc_w, softmax(second_w)·D_w + 1e-6).
+* Decoders take **u = [w, z]** (private first, then shared; size D_w + D_z), as the official code.
+* p(u) = Laplace(0, 1) on every dimension, fixed.
+* Auxiliary private priors r_m(w) = Laplace(0, softmax(ℓ_m)·D_w), ℓ_m = 0 at start (unit scales), learnt iff
+  ``learn_private_prior``. They only supply the private latent of cross-modal reconstruction in training; no
+  density of r_m enters the objective, so ℓ_m learns through the reparameterised cross-reconstructions.
+
+Objective (:class:`MMVAEPlusObjective`), for every modality r and K draws u_{r,k} = [w_{r,k}, z_{r,k}] ~ q_r:
+
+    lw_{r,k} = Σ_d λ_d log p(x_d | u_{r→d,k})
+               + β [log p(u_{r,k}) − log (1/M) Σ_m q_m(z_{r,k} | x_m) − log q_r(w_{r,k} | x_r)],
+
+u_{r→r,k} = u_{r,k} (self-reconstruction) and u_{r→d,k} = [ŵ_{r→d,k}, z_{r,k}], ŵ ~ r_d (the target's
+auxiliary prior, rsample) for d ≠ r. Draw order (what fixes the noise): for each r, the K draws of z then of
+w; then for each r and each d ≠ r (in the order of ``batch.data``), the K·B draws ŵ_{r→d}.
+
+Missing modalities, as :mod:`pyromm.models.mmvae`: with O_b the modalities sample b observes, the mixture
+runs over O_b (1/M → 1/|O_b|), d over O_b, and r over O_b; draws of a masked r are still made, with no weight.
+
+Inference contract: ``encode`` gives the shared posteriors q_m(z | x_m) (their means are the representation),
+``infer`` the mixture of the subset's shared posteriors, ``prior`` and ``sample_prior`` the shared block of
+p(u). ``decode(name, z)`` accepts a shared latent (size D_z) and then prepends w ~ Laplace(0, 1), the w-block
+of p(u) (the official test-time cross-generation rule, not the learnt r_name), drawn afresh per call; a full
+u (size D_w + D_z) is decoded as given. Since each modality's w is independent under p(u), the importance
+estimate of log p(X) from ``infer``, ``prior`` and ``decode`` stays unbiased (w is proposed from its prior).
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Mapping, Sequence
+
+import torch
+import pyro
+import pyro.distributions as dist
+from pyro import poutine
+from torch import Tensor, nn
+
+from pyromm.data.batch import MultimodalBatch
+from pyromm.infer.iwae import check_num_samples, detach_parameters, dreg_surrogate, iwae_bound
+from pyromm.infer.objective import ObjectiveOutput
+from pyromm.infer.shared_elbo import reconstruction
+from pyromm.models.mmvae import laplace_mixture, observed_matrix
+from pyromm.models.modality import Modality
+from pyromm.models.shared_vae import SharedLatentVAE
+
+ESTIMATORS = ("elbo", "dreg")
+DETACH_MODES = ("proper", "reference")
+
+
+def unit_laplace(shape: Sequence[int], like: Tensor) -> dist.Independent:
+    """Laplace(0, 1) with the last entry of ``shape`` as event dimension, on ``like``'s device and dtype."""
+    zeros = torch.zeros(*shape, dtype=like.dtype, device=like.device)
+    return dist.Laplace(zeros, torch.ones_like(zeros)).to_event(1)
+
+
+class MMVAEPlus(SharedLatentVAE):
+    r"""MMVAE+ with shared z (``shared_dim``) and private w (``private_dim``) per modality; see the module
+    docstring for the encoder split (z first), the decoder input order ([w, z]) and the inference contract.
+
+    Train it with :class:`MMVAEPlusObjective`; ``model``/``guide`` are the plain Pyro β-ELBO of
+    p(z) Π_m p(w_m) p(x_m | [w_m, z]) with guide q(z | X) Π_m q_m(w_m | x_m) (no cross-reconstruction).
+    """
+
+    def __init__(
+        self, modalities: Sequence[Modality], shared_dim: int, private_dim: int, learn_private_prior: bool = True
+    ) -> None:
+        if shared_dim < 1 or private_dim < 1:
+            raise ValueError(f"shared_dim and private_dim must be >= 1, got {shared_dim} and {private_dim}")
+        super().__init__(modalities, shared_dim + private_dim, aggregation=laplace_mixture, posterior="laplace")
+        self.shared_dim, self.private_dim = int(shared_dim), int(private_dim)
+        self.learn_private_prior = bool(learn_private_prior)
+        self.private_prior_logits = nn.ParameterDict(
+            {n: nn.Parameter(torch.zeros(private_dim), requires_grad=self.learn_private_prior) for n in self.modalities}
+        )
+
+    def encode_parts(self, batch: MultimodalBatch) -> dict[str, tuple[dist.Independent, dist.Independent]]:
+        """(q_m(z | x_m), q_m(w | x_m)) for each modality in the batch, from the encoder's split outputs."""
+        parts, s = {}, self.shared_dim
+        for name, x in batch.data.items():
+            loc, second = self.encoders[name](x)
+            shared = self.posterior_of(loc[..., :s], second[..., :s])
+            parts[name] = (shared, self.posterior_of(loc[..., s:], second[..., s:]))
+        return parts
+
+    def encode(self, batch: MultimodalBatch) -> dict[str, dist.Independent]:
+        """The shared posteriors q_m(z | x_m); their means are the latent representation."""
+        return {name: shared for name, (shared, _) in self.encode_parts(batch).items()}
+
+    def private_prior(self, name: str) -> dist.Independent:
+        """r_name(w) = Laplace(0, softmax(ℓ_name)·D_w), the auxiliary prior of cross-reconstruction."""
+        scale = torch.softmax(self.private_prior_logits[name], -1) * self.private_dim
+        return dist.Laplace(torch.zeros_like(scale), scale).to_event(1)
+
+    def prior(self, batch: MultimodalBatch) -> dist.Independent:
+        """The shared block of p(u): Laplace(0, 1) over z for every sample of the batch."""
+        zeros = torch.zeros(batch.batch_size, self.shared_dim, device=batch.device)
+        return dist.Laplace(zeros, torch.ones_like(zeros)).to_event(1)
+
+    def sample_prior(self, n: int) -> Tensor:
+        """n shared draws z ~ Laplace(0, 1), shape ``(n, shared_dim)``; ``decode`` adds each modality's w."""
+        like = next(self.parameters())
+        return unit_laplace((n, self.shared_dim), like).sample()
+
+    def decode(self, name: str, z: Tensor) -> dist.TorchDistribution:
+        """p(x_name | u) for u = [w, z] of shape ``(*sample, B, D_w + D_z)``, or for a shared z ``(*sample, B, D_z)``
+        completed with a fresh w ~ Laplace(0, 1) (the w-block of p(u))."""
+        if z.shape[-1] == self.shared_dim:
+            w = unit_laplace((*z.shape[:-1], self.private_dim), z).sample()
+            z = torch.cat([w, z], -1)
+        elif z.shape[-1] != self.latent_dim:
+            raise ValueError(
+                f"decode({name!r}) needs a latent of size {self.shared_dim} (shared) or {self.latent_dim} "
+                f"(private + shared), got {tuple(z.shape)}"
+            )
+        return super().decode(name, z)
+
+    def reconstruct(self, batch: MultimodalBatch) -> dict[str, dist.TorchDistribution]:
+        """p(x_m | [w_m, z_m]) for every modality, [w_m, z_m] ~ q_m(· | x_m) (self-reconstruction)."""
+        out = {}
+        for name, (q_z, q_w) in self.encode_parts(batch).items():
+            out[name] = self.decode(name, torch.cat([q_w.sample(), q_z.sample()], -1))
+        return out
+
+    def model(self, batch: MultimodalBatch, hyper: Mapping[str, float] | None = None) -> None:
+        """Pyro model: z, w_m ~ Laplace(0, 1) scaled by β; x_m ~ p(x_m | [w_m, z]) scaled by λ_m (w_m, x_m
+        masked where x_m is missing)."""
+        beta = 1.0 if hyper is None else hyper.get("beta", 1.0)
+        pyro.module("pyromm_vae", self)
+        with pyro.plate("data", batch.batch_size):
+            with poutine.scale(scale=beta):
+                z = pyro.sample("z", self.prior(batch))
+            for name, x in batch.data.items():
+                observed = batch.observed(name)
+                with nullcontext() if observed is None else poutine.mask(mask=observed):
+                    with poutine.scale(scale=beta):
+                        w = pyro.sample(f"w_{name}", unit_laplace((batch.batch_size, self.private_dim), z))
+                    with poutine.scale(scale=self.modalities[name].weight):
+                        pyro.sample(f"x_{name}", self.decode(name, torch.cat([w, z], -1)), obs=x)
+
+    def guide(self, batch: MultimodalBatch, hyper: Mapping[str, float] | None = None) -> None:
+        """Pyro guide: z ~ q(z | X) (mixture of the observed shared posteriors), w_m ~ q_m(w | x_m), scaled by β."""
+        beta = 1.0 if hyper is None else hyper.get("beta", 1.0)
+        pyro.module("pyromm_vae", self)
+        parts = self.encode_parts(batch)
+        with pyro.plate("data", batch.batch_size), poutine.scale(scale=beta):
+            pyro.sample("z", self.aggregate({n: q_z for n, (q_z, _) in parts.items()}, batch.mask))
+            for name, (_, q_w) in parts.items():
+                observed = batch.observed(name)
+                with nullcontext() if observed is None else poutine.mask(mask=observed):
+                    pyro.sample(f"w_{name}", q_w)
+
+    def config(self) -> dict:
+        return {
+            **super().config(),
+            "shared_dim": self.shared_dim,
+            "private_dim": self.private_dim,
+            "learn_private_prior": self.learn_private_prior,
+        }
+
+
+class MMVAEPlusObjective:
+    r"""loss = −1/B Σ_b objective_b with the log-weights lw_{r,k} of the module docstring.
+
+    * ``estimator='elbo'`` (K = 1 only; the official PolyMNIST default):
+      objective_b = mean_{r∈O_b} log (1/K) Σ_k exp(lw_{r,k}) = mean_{r∈O_b} lw_{r,1}, log q at the live parameters.
+    * ``estimator='dreg'``: objective_b = mean_{r∈O_b} Σ_k w̃_{r,k} lw_{r,k}, w̃ = softmax_k(lw_{r,·}) (no grad),
+      with a hook multiplying the gradient reaching u_{r,k} = [w_{r,k}, z_{r,k}] by w̃_{r,k} (not the draws ŵ
+      of r_d). ``detach='proper'`` evaluates log q_m(z) and log q_r(w) at detached posterior parameters
+      (MultiVae; the DReG estimator: encoders get only the w̃²-weighted path gradient); ``detach='reference'``
+      evaluates them at the live parameters, as the official ``_m_dreg`` does (it builds detached posteriors
+      but never uses them), so the encoders also get the score term −β Σ_k w̃_{r,k} ∇_φ log q(u_{r,k}).
+      The two modes give the same loss value and the same decoder and prior gradients.
+
+    β = ``beta``, or ``hyper['beta']`` (default 1) when ``beta`` is None. ``terms['iwae']`` logs
+    mean_r log (1/K) Σ_k exp(lw_{r,k}) of the same samples.
+    """
+
+    def __init__(self, K: int = 1, estimator: str = "elbo", beta: float | None = None, detach: str = "proper") -> None:
+        self.K = check_num_samples(K)
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"unknown estimator {estimator!r}; choose from {ESTIMATORS}")
+        if estimator == "elbo" and self.K != 1:
+            raise ValueError(f"estimator 'elbo' uses one sample per modality (K=1), got K={K}; use 'dreg' for K > 1")
+        if detach not in DETACH_MODES:
+            raise ValueError(f"unknown detach mode {detach!r}; choose from {DETACH_MODES}")
+        if beta is not None and beta < 0:
+            raise ValueError(f"beta must be >= 0, got {beta}")
+        self.estimator, self.beta, self.detach = estimator, beta, detach
+
+    def log_weights(
+        self,
+        model: MMVAEPlus,
+        batch: MultimodalBatch,
+        parts: Mapping[str, tuple[dist.Independent, dist.Independent]],
+        u: Tensor,
+        cross: Mapping[tuple[str, str], Tensor],
+        observed: Tensor,
+        beta: float,
+    ) -> Tensor:
+        """lw ``(K, M, B)`` of the draws u ``(K, M, B, D_w + D_z)`` (source r along dim 1, in the order of
+        ``batch.data``), the cross private draws ``cross[r, d]`` ``(K, B, D_w)`` and ``observed`` ``(B, M)``."""
+        names = list(batch.data)
+        if self.estimator == "dreg" and self.detach == "proper":
+            parts = {n: (detach_parameters(q_z), detach_parameters(q_w)) for n, (q_z, q_w) in parts.items()}
+        w, z = u[..., : model.private_dim], u[..., model.private_dim :]
+        log_q_z = torch.stack([parts[m][0].log_prob(z) for m in names], dim=-1)  # (K, M_r, B, M_m)
+        log_q_z = log_q_z.masked_fill(~observed, float("-inf"))
+        log_mixture = torch.logsumexp(log_q_z, -1) - observed.sum(-1).to(u.dtype).log()
+        log_q_w = torch.stack([parts[r][1].log_prob(w[:, i]) for i, r in enumerate(names)], dim=1)
+        log_pu = unit_laplace(u.shape, u).log_prob(u)
+        log_px = 0.0
+        for d in names:
+            inputs = [u[:, i] if r == d else torch.cat([cross[r, d], z[:, i]], -1) for i, r in enumerate(names)]
+            log_px = log_px - reconstruction(model, batch, torch.stack(inputs, dim=1), [d])[d]
+        return log_px + beta * (log_pu - log_mixture - log_q_w)
+
+    def per_sample(self, model: MMVAEPlus, batch: MultimodalBatch, hyper: Mapping[str, float]) -> tuple[Tensor, Tensor]:
+        """objective_b ``(B,)`` (differentiable) and mean_r log (1/K) Σ_k exp(lw_{r,k}) ``(B,)`` (detached)."""
+        names = list(batch.data)
+        observed = observed_matrix(names, batch.mask, batch.batch_size, batch.device)
+        parts = model.encode_parts(batch)
+        draws = [(q_z.rsample((self.K,)), q_w.rsample((self.K,))) for q_z, q_w in parts.values()]
+        u = torch.stack([torch.cat([w, z], -1) for z, w in draws], dim=1)  # (K, M, B, D_w + D_z)
+        cross = {
+            (r, d): model.private_prior(d).rsample((self.K, batch.batch_size)) for r in names for d in names if d != r
+        }
+        beta = hyper.get("beta", 1.0) if self.beta is None else self.beta
+        lw = self.log_weights(model, batch, parts, u, cross, observed, beta)
+        per_modality = dreg_surrogate(lw, u) if self.estimator == "dreg" else iwae_bound(lw)  # (M, B)
+        return self.mean_over_sources(per_modality, observed), self.mean_over_sources(iwae_bound(lw.detach()), observed)
+
+    @staticmethod
+    def mean_over_sources(per_modality: Tensor, observed: Tensor) -> Tensor:
+        """mean_{r∈O_b} of a ``(M, B)`` tensor, for ``observed`` ``(B, M)``."""
+        kept = observed.T
+        return torch.where(kept, per_modality, 0.0).sum(0) / kept.sum(0)
+
+    def __call__(self, model: MMVAEPlus, batch: MultimodalBatch, hyper: Mapping[str, float]) -> ObjectiveOutput:
+        objective, bound = self.per_sample(model, batch, hyper)
+        return ObjectiveOutput(-objective.mean(), {"iwae": bound.mean()})
