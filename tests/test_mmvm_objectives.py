@@ -226,3 +226,22 @@ def test_encoder_with_wrong_latent_size_is_named():
     model = mmvm_vae(mods, D)
     with pytest.raises(ValueError, match="modality 'b': encoder returned shapes"):
         model.check_batch(make_batch())
+
+
+def test_dataset_check_names_the_modality_and_the_samples_at_fault():
+    from pyromm.data import MultimodalDataset
+    from pyromm.likelihoods import Bernoulli
+
+    torch.manual_seed(0)
+    mods = [Modality(n, LinearEncoder(4, D), nn.Linear(D, 4), Bernoulli(1), (4,)) for n in ("a", "b")]
+    model = mmvm_vae(mods, D)
+    data = {n: torch.rand(5000, 4) for n in ("a", "b")}
+    data["b"][4500, 1] = 1.5
+    with pytest.raises(ValueError, match=r"modality 'b': Bernoulli data must lie in \[0, 1\] \(in samples 4096..4999\)"):
+        model.check_dataset(MultimodalDataset(data))
+
+
+def test_posterior_scale_is_floored():
+    model = mmvm_vae(make_modalities(), D)
+    q = model.posterior_of(torch.zeros(2, D), torch.full((2, D), -1e4))
+    assert bool((q.base_dist.scale >= 1e-6).all()) and bool(torch.isfinite(q.log_prob(torch.zeros(2, D))).all())

@@ -12,12 +12,14 @@ from pyromm.data.batch import MultimodalBatch
 from pyromm.models.modality import Modality
 
 POSTERIORS = ("normal", "laplace")
+MIN_SCALE = 1e-6
 
 
 class MultimodalNetworks(nn.Module):
     r"""Encoders q_m(z | x_m) and decoders p(x_m | z) of named modalities.
 
-    ``posterior='normal'``: q_m = N(loc, diag exp(log_var)) from the encoder's ``(loc, log_var)``.
+    ``posterior='normal'``: q_m = N(loc, diag σ²) with σ = exp(log_var / 2) + 1e-6 from the encoder's
+    ``(loc, log_var)`` (the floor keeps σ > 0 where exp underflows; the references use exp(log_var / 2)).
     ``posterior='laplace'``: q_m = Laplace(loc, s) with s = softmax(second output)·D + 1e-6, the scale
     constraint of MMVAE/MMVAE+.
     """
@@ -76,6 +78,18 @@ class MultimodalNetworks(nn.Module):
                         f"modality {name!r}: decoder returned shape {tuple(params.shape)}, expected {expected}"
                     )
 
+    def check_dataset(self, dataset, chunk_size: int = 4096) -> None:
+        """:meth:`check_batch` on the first sample, then every modality's data checked over the whole dataset
+        (names, shapes, dtype and range for its likelihood, NaN/inf), chunk by chunk."""
+        self.check_batch(dataset.batch(slice(0, 1)))
+        for start in range(0, len(dataset), chunk_size):
+            chunk = dataset.batch(slice(start, start + chunk_size))
+            for name, x in chunk.data.items():
+                try:
+                    self.modalities[name].check_data(x)
+                except (TypeError, ValueError) as err:
+                    raise type(err)(f"{err} (in samples {start}..{start + x.shape[0] - 1})") from None
+
     def encode(self, batch: MultimodalBatch) -> dict[str, dist.Independent]:
         """q_m(z | x_m) for each modality in the batch (see the class docstring for the parameterisation)."""
         if self._caching and self._cache is not None and self._cache[0] is batch:
@@ -88,9 +102,9 @@ class MultimodalNetworks(nn.Module):
     def posterior_of(self, loc: Tensor, second: Tensor) -> dist.Independent:
         """The posterior distribution from an encoder's two outputs."""
         if self.posterior == "laplace":
-            scale = torch.softmax(second, dim=-1) * second.shape[-1] + 1e-6
+            scale = torch.softmax(second, dim=-1) * second.shape[-1] + MIN_SCALE
             return dist.Laplace(loc, scale, validate_args=False).to_event(1)
-        return dist.Normal(loc, torch.exp(0.5 * second), validate_args=False).to_event(1)
+        return dist.Normal(loc, torch.exp(0.5 * second) + MIN_SCALE, validate_args=False).to_event(1)
 
     @contextmanager
     def cached_encoding(self) -> Iterator[None]:

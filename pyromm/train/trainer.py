@@ -259,6 +259,11 @@ class Trainer:
         return log, checkpoints, history
 
     def _check_first_batch(self, data: MultimodalDataset) -> None:
+        """The model's ``check_dataset`` over all of ``data`` when it has one, else ``check_batch`` on the first batch."""
+        check_dataset = getattr(self.model, "check_dataset", None)
+        if callable(check_dataset):
+            check_dataset(data)
+            return
         check = getattr(self.model, "check_batch", None)
         if callable(check):
             check(next(iter(data.batches(self.batch_size))))
