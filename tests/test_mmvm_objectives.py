@@ -245,3 +245,15 @@ def test_posterior_scale_is_floored():
     model = mmvm_vae(make_modalities(), D)
     q = model.posterior_of(torch.zeros(2, D), torch.full((2, D), -1e4))
     assert bool((q.base_dist.scale >= 1e-6).all()) and bool(torch.isfinite(q.log_prob(torch.zeros(2, D))).all())
+
+
+def test_event_shape_as_int_or_list_and_bad_shapes_are_named():
+    enc, dec = LinearEncoder(4, D), nn.Linear(D, 4)
+    assert Modality("a", enc, dec, Laplace(1), 4).event_shape == (4,)
+    assert Modality("a", enc, dec, Laplace(1), [4]).event_shape == (4,)
+    with pytest.raises(TypeError, match="modality 'a': event_shape must be an int or a sequence of ints, got 'x4'"):
+        Modality("a", enc, dec, Laplace(1), "x4")
+    with pytest.raises(ValueError, match=r"modality 'a': event_shape sizes must be >= 1, got \(0,\)"):
+        Modality("a", enc, dec, Laplace(1), [0])
+    with pytest.raises(ValueError, match="likelihood event_dim 3 does not match event_shape"):
+        Modality("a", enc, dec, Laplace(3), 4)

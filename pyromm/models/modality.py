@@ -22,11 +22,19 @@ class Modality:
     encoder: nn.Module
     decoder: nn.Module
     likelihood: Likelihood
-    event_shape: tuple[int, ...]
+    event_shape: int | tuple[int, ...]
     weight: float = 1.0
 
     def __post_init__(self) -> None:
-        self.event_shape = tuple(int(s) for s in self.event_shape)
+        shape = (self.event_shape,) if isinstance(self.event_shape, int) else self.event_shape
+        try:
+            self.event_shape = tuple(int(s) for s in shape)
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"modality {self.name!r}: event_shape must be an int or a sequence of ints, got {self.event_shape!r}"
+            ) from None
+        if any(s < 1 for s in self.event_shape):
+            raise ValueError(f"modality {self.name!r}: event_shape sizes must be >= 1, got {self.event_shape}")
         if self.likelihood.event_dim != len(self.event_shape):
             raise ValueError(
                 f"modality {self.name!r}: likelihood event_dim {self.likelihood.event_dim} does not match "
