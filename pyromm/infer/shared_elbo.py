@@ -102,8 +102,9 @@ class MVTCAEObjective:
 
     def __call__(self, model, batch: MultimodalBatch, hyper: Mapping[str, float]) -> ObjectiveOutput:
         m, alpha = len(model.modality_names), self.alpha
-        posteriors = model.encode(batch)
-        q = model.joint(batch)
+        with model.cached_encoding():
+            posteriors = model.encode(batch)
+            q = model.joint(batch)
         z = q.rsample()
         rec = {n: (m - alpha) / m * v for n, v in reconstruction(model, batch, z, list(batch.data)).items()}
         r = (1.0 - alpha) * analytic_kl(q, model.prior(batch))
