@@ -1,5 +1,7 @@
 """Distributions used as multimodal priors and posteriors."""
 from pyromm.distributions.flows import FlowConfigError, FlowPosterior, MAFSampler, maf
+from pyromm.distributions.gaussian_mixture import GaussianMixtureSampler
 from pyromm.distributions.mixture import DiagNormalMixture
 
-__all__ = ["DiagNormalMixture", "FlowConfigError", "FlowPosterior", "MAFSampler", "maf"]
+__all__ = ["DiagNormalMixture", "FlowConfigError", "FlowPosterior",
+    "GaussianMixtureSampler", "MAFSampler", "maf"]
