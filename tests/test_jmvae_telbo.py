@@ -11,7 +11,7 @@ from pyromm.infer.jmvae import JMVAEObjective, JointELBOStage, UnimodalELBOStage
 from pyromm.likelihoods import Laplace
 from pyromm.models import Modality
 from pyromm.models.joint_encoder import JointEncoder, JointEncoderVAE
-from pyromm.train import EpochWarmup, Stage, Trainer
+from pyromm.train import EpochWarmup, Trainer
 
 D, DIM, EMB, B = 3, 4, 5, 6
 NAMES = ("a", "b", "c")
