@@ -1,0 +1,225 @@
+r"""ArviZ diagnostics of subset-posterior samplers and guides.
+
+Every sampler's output becomes an ``arviz.InferenceData`` built with ``az.from_dict``: a ``posterior`` group
+(draws by chain) and a ``sample_stats`` group with ArviZ's names (``diverging``, ``step_size``, ``tree_depth``
+or ``n_steps``, ``energy``, ``acceptance_rate``, ``lp``), so ``az.summary`` (r̂, ESS), ``az.plot_trace``,
+``az.plot_energy`` and ``az.plot_rank`` work on it. Guide draws and the PSIS k̂ of a guide against a subset
+target become InferenceData too; ``save``/``load`` go through netCDF.
+
+ArviZ 0.23 emits a FutureWarning about its 1.0 refactor when imported; pyromm silences it inside its own
+functions only (``warnings.catch_warnings``) and uses only APIs that the refactor keeps.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator, Mapping, Sequence, Union
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+ARVIZ_NAMES = {"accept_prob": "acceptance_rate"}
+
+ArrayLike = Union["Tensor", np.ndarray]
+
+
+@contextmanager
+def _arviz() -> Iterator:
+    """The arviz module, with its FutureWarnings silenced for the duration of the block."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, module="arviz")
+        import arviz
+
+        yield arviz
+
+
+def _numpy(x: ArrayLike) -> np.ndarray:
+    """A NumPy array of a tensor (any device) or array-like."""
+    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+
+
+def mcmc_to_inference_data(
+    samples: ArrayLike | Mapping[str, ArrayLike],
+    sample_stats: Mapping[str, ArrayLike] | None = None,
+    var_name: str = "z",
+    dims: Mapping[str, Sequence[str]] | None = None,
+    coords: Mapping[str, Sequence] | None = None,
+    attrs: Mapping | None = None,
+):
+    """InferenceData from draws ``(chains, draws, *shape)`` (an array or a dict of them) and per-draw statistics.
+
+    ``sample_stats`` values have shape ``(chains, draws, ...)``; ``accept_prob`` is renamed ArviZ's
+    ``acceptance_rate``. An array of draws ``(C, N, D)`` is named ``var_name`` with dimension ``z_dim``.
+    """
+    if not isinstance(samples, Mapping):
+        samples = {var_name: samples}
+        if dims is None and _numpy(samples[var_name]).ndim == 3:
+            dims = {var_name: ["z_dim"]}
+    posterior = {name: _numpy(value) for name, value in samples.items()}
+    stats = {ARVIZ_NAMES.get(k, k): _numpy(v) for k, v in (sample_stats or {}).items()}
+    leading = {value.shape[:2] for value in [*posterior.values(), *stats.values()]}
+    if len(leading) != 1 or any(value.ndim < 2 for value in [*posterior.values(), *stats.values()]):
+        raise ValueError(f"draws and statistics must share their leading (chains, draws) shape; got {leading}")
+    with _arviz() as az:
+        return az.from_dict(posterior=posterior, sample_stats=stats or None, dims=dims, coords=coords, attrs=attrs)
+
+
+def from_batched_hmc(samples: ArrayLike, stats: Mapping[str, ArrayLike], target: int | None = None):
+    """InferenceData of ``batched_hmc`` output (draws ``(N, C, B, D)``, statistics ``(N, C, B)``).
+
+    ``target=b`` keeps target b (what ``az.plot_energy`` needs); ``None`` keeps all with a ``target`` dimension.
+    """
+    draws = np.moveaxis(_numpy(samples), 0, 1)
+    stats = {k: np.moveaxis(_numpy(v), 0, 1) for k, v in stats.items()}
+    if target is not None:
+        return mcmc_to_inference_data(draws[:, :, target], {k: v[:, :, target] for k, v in stats.items()})
+    dims = {"z": ["target", "z_dim"], **{ARVIZ_NAMES.get(k, k): ["target"] for k in stats}}
+    return mcmc_to_inference_data(draws, stats, dims=dims)
+
+
+def from_pyro_mcmc(mcmc):
+    """InferenceData of a Pyro ``MCMC`` run (or a list of single-chain runs, stacked as chains).
+
+    With pyromm's ``RecordingNUTS``/``RecordingHMC`` kernels, every per-draw statistic is included. Pyro's own
+    kernels keep only divergence indices per chain (``mcmc.diagnostics()``): then ``sample_stats`` holds just
+    ``diverging`` and a warning says so. Chains run in worker processes lose the kernel's records likewise.
+    """
+    runs = list(mcmc) if isinstance(mcmc, Sequence) else [mcmc]
+    posterior: dict[str, list[np.ndarray]] = {}
+    stats: dict[str, list[np.ndarray]] = {}
+    missing = False
+    for run in runs:
+        for name, value in run.get_samples(group_by_chain=True).items():
+            posterior.setdefault(name, []).append(_numpy(value))
+        records = getattr(run.kernel, "draw_stats", [])[-run.num_chains :]
+        if len(records) == run.num_chains and all(len(r["diverging"]) == run.num_samples for r in records):
+            for name in records[0]:
+                stats.setdefault(name, []).append(np.array([r[name] for r in records]))
+            continue
+        missing = True
+        diverging = np.zeros((run.num_chains, run.num_samples), dtype=bool)
+        for chain, indices in enumerate(run.diagnostics()["divergences"].values()):
+            diverging[chain, list(indices)] = True
+        stats.setdefault("diverging", []).append(diverging)
+    if missing:
+        warnings.warn(
+            "from_pyro_mcmc: this Pyro kernel records no per-draw statistics besides divergences; use "
+            "pyromm.infer.hmc.RecordingNUTS/RecordingHMC (in the main process) for the others",
+            stacklevel=2,
+        )
+        stats = {"diverging": stats["diverging"]}
+    samples = {name: np.concatenate(values) for name, values in posterior.items()}
+    stats = {name: np.concatenate(values) for name, values in stats.items()}
+    dims = {name: ["z_dim"] for name, value in samples.items() if value.ndim == 3}
+    return mcmc_to_inference_data(samples, stats, dims=dims)
+
+
+def guide_to_inference_data(draws: ArrayLike | Mapping[str, ArrayLike], chains: bool = False, var_name: str = "z"):
+    """InferenceData (``posterior`` only) of guide draws ``(N, *shape)``, or ``(C, N, *shape)`` with ``chains``."""
+    if not isinstance(draws, Mapping):
+        draws = {var_name: draws}
+    draws = {name: _numpy(value) if chains else _numpy(value)[None] for name, value in draws.items()}
+    dims = {name: ["z_dim"] for name, value in draws.items() if value.ndim == 3}
+    return mcmc_to_inference_data(draws, dims=dims)
+
+
+def _fit_generalized_pareto(x: np.ndarray) -> tuple[float, float]:
+    r"""Shape k and scale σ of a generalised Pareto fit to exceedances x > 0 (ascending).
+
+    Zhang & Stephens (2009): on a grid of m = 30 + ⌊√n⌋ values of θ = −k/σ, k(θ) = mean log(1 − θx) and the
+    profile log-likelihood ℓ(θ) = n(log(−θ/k(θ)) − k(θ) − 1); θ̂ is the mean of θ weighted by exp ℓ,
+    k̂ = mean log(1 − θ̂x), σ̂ = −k̂/θ̂; then the weakly informative prior of Vehtari et al. (2024),
+    k̂ ← (n k̂ + 5)/(n + 10).
+    """
+    n = len(x)
+    grid_size = 30 + int(math.sqrt(n))
+    theta = 1 - np.sqrt(grid_size / (np.arange(1, grid_size + 1) - 0.5))
+    theta = theta / (3 * x[int(n / 4 + 0.5) - 1]) + 1 / x[-1]
+    k = np.log1p(-theta[:, None] * x).mean(axis=1)
+    profile = n * (np.log(-theta / k) - k - 1)
+    weights = 1 / np.exp(profile - profile[:, None]).sum(axis=1)
+    kept = weights >= 10 * np.finfo(float).eps
+    weights = weights[kept] / weights[kept].sum()
+    theta_hat = float(np.sum(theta[kept] * weights))
+    k_hat = float(np.log1p(-theta_hat * x).mean())
+    return (n * k_hat + 5.0) / (n + 10.0), -k_hat / theta_hat
+
+
+def _pareto_quantile(p: np.ndarray, k: float, sigma: float) -> np.ndarray:
+    """Quantiles σ((1 − p)^{−k} − 1)/k of the generalised Pareto distribution (−σ log(1 − p) at k = 0)."""
+    if abs(k) < 1e-15:
+        return -sigma * np.log1p(-p)
+    return sigma * np.expm1(-k * np.log1p(-p)) / k
+
+
+def pareto_smooth(log_weights: np.ndarray, r_eff: float = 1.0) -> tuple[np.ndarray, float]:
+    r"""Pareto-smoothed, normalised log importance weights of S draws and the tail shape k̂ (Vehtari et al. 2024).
+
+    The M = ⌈min(S/5, 3√(S/r_eff))⌉ largest weights are replaced by the quantiles of a generalised Pareto fit
+    to their exceedances over the next largest weight, truncated at the largest raw weight. k̂ = inf when at
+    most 4 weights exceed that cutoff (as ArviZ); constant weights (relative spread ≤ 1e-9, a guide proportional to the
+    target) give k̂ = −inf and uniform weights.
+    """
+    lw = np.asarray(log_weights, dtype=float)
+    lw = lw - lw.max()
+    size = lw.shape[0]
+    if lw.min() >= -1e-9:
+        return np.full(size, -math.log(size)), -math.inf
+    tail_len = int(math.ceil(min(0.2 * size, 3 * math.sqrt(size / r_eff))))
+    order = np.argsort(lw)
+    cutoff = max(lw[order[-tail_len - 1]], math.log(np.finfo(float).tiny))
+    tail = order[lw[order] > cutoff]
+    k = math.inf
+    if len(tail) > 4:
+        k, sigma = _fit_generalized_pareto(np.exp(lw[tail]) - math.exp(cutoff))
+        if math.isfinite(k):
+            probs = (np.arange(len(tail)) + 0.5) / len(tail)
+            lw[tail] = np.minimum(np.log(_pareto_quantile(probs, k, sigma) + math.exp(cutoff)), 0.0)
+    return lw - np.logaddexp.reduce(lw), k
+
+
+def psis_khat(
+    log_target: ArrayLike, log_guide: ArrayLike, draws: ArrayLike | None = None, r_eff: float = 1.0
+) -> tuple[np.ndarray, object]:
+    r"""PSIS k̂ of a guide g against a subset target π_S from S guide draws z_s ~ g.
+
+    ``log_target`` and ``log_guide`` are log π_S(z_s) and log g(z_s), shape ``(S,)`` or ``(S, B)`` for B
+    targets; the log weights are log w_s = log π_S(z_s) − log g(z_s). k̂ < 0.5: the guide is reliable for
+    importance sampling; 0.5–0.7: usable; > 0.7: the guide misses mass of the target. Returns k̂ (shape ``()``
+    or ``(B,)``) and an InferenceData: ``posterior`` (the draws, when given, shape ``(S, [B,] D)``),
+    ``sample_stats`` with ``log_weight`` (raw) and ``psis_log_weight`` (smoothed, normalised), and the k̂
+    values in the attribute ``pareto_k``.
+    """
+    raw = _numpy(log_target).astype(float) - _numpy(log_guide).astype(float)
+    columns = raw.reshape(raw.shape[0], -1)
+    smoothed, khat = np.empty_like(columns), np.empty(columns.shape[1])
+    for j in range(columns.shape[1]):
+        smoothed[:, j], khat[j] = pareto_smooth(columns[:, j], r_eff)
+    khat = khat.reshape(raw.shape[1:])
+    stats = {"log_weight": raw[None], "psis_log_weight": smoothed.reshape(raw.shape)[None]}
+    batched = raw.ndim == 2
+    dims = {name: ["target"] for name in stats} if batched else {}
+    attrs = {"pareto_k": khat.ravel().tolist()}
+    if draws is None:
+        with _arviz() as az:
+            return khat, az.from_dict(sample_stats=stats, dims=dims, attrs=attrs)
+    dims["z"] = ["target", "z_dim"] if batched else ["z_dim"]
+    return khat, mcmc_to_inference_data(_numpy(draws)[None], stats, dims=dims, attrs=attrs)
+
+
+def save(idata, path: str | Path) -> Path:
+    """Write InferenceData to a netCDF file; returns the path."""
+    path = Path(path)
+    with _arviz():
+        idata.to_netcdf(str(path))
+    return path
+
+
+def load(path: str | Path):
+    """InferenceData read back from a netCDF file written by ``save``."""
+    with _arviz() as az:
+        return az.from_netcdf(str(path))
