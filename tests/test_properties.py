@@ -147,3 +147,27 @@ def test_jensen_elbo_with_an_all_ones_mask_equals_no_mask(m, b, seed, beta, alph
     torch.testing.assert_close(out_masked.loss, out.loss, rtol=1e-12, atol=1e-12)
     for key, value in out.terms.items():
         torch.testing.assert_close(out_masked.terms[key], value, rtol=1e-12, atol=1e-12)
+
+
+@SETTINGS
+@given(
+    size=st.integers(2, 3),
+    power=st.sampled_from(["subset", "once"]),
+    seed=st.integers(0, 2**16),
+)
+def test_subset_target_is_the_analytic_gaussian_up_to_a_constant(size, power, seed):
+    """log π_S(z) = Σ_m log q_m(z) − c log p(z) differs from the closed-form Gaussian by a constant in z."""
+    from pyromm.infer import SubsetTarget
+
+    g = torch.Generator().manual_seed(seed)
+    experts = {
+        f"m{i}": dist.Normal(torch.randn(2, 3, generator=g, dtype=torch.float64),
+                             0.3 + 0.6 * torch.rand(2, 3, generator=g, dtype=torch.float64)).to_event(1)
+        for i in range(size)
+    }
+    prior = dist.Normal(torch.zeros(2, 3, dtype=torch.float64), torch.ones(2, 3, dtype=torch.float64)).to_event(1)
+    target = SubsetTarget.from_posteriors(experts, list(experts), prior, prior_power=power)
+    closed = target.closed_form()
+    z = torch.randn(5, 2, 3, generator=g, dtype=torch.float64)
+    difference = target(z) - closed.log_prob(z)
+    torch.testing.assert_close(difference, difference[:1].expand_as(difference), rtol=0, atol=1e-9)
