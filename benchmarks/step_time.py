@@ -1,142 +1,190 @@
-"""Time a pyromm training step against a hand-written PyTorch step of the same math and networks.
+"""Time pyromm's training step of every model against a hand-written PyTorch step of the same math.
 
-Models: independent VAEs (analytic KL), MMVM with the Jensen rate, MMVM with the MC rate. Both sides
-use the same encoder/decoder modules, batch, Laplace(0.75) likelihood and Adam; timings interleave the
-two sides and report the median step time and the ratio pyromm / hand-written.
+The pyromm side is what ``pyromm train`` builds: ``RunConfig`` (PolyMNIST-shaped data, 3 views of (3, 28, 28),
+Laplace(0.75) likelihood, β = 1) through ``pyromm.run.build_model`` / ``build_objective``. The hand-written
+side (``benchmarks/handwritten.py``) re-implements each objective in plain PyTorch on the very same encoder
+and decoder modules. Models (MMVM-code baselines: AVG/PoE/MoE/MoPoE sum their KL once per modality):
 
-    python benchmarks/step_time.py --network conv --batch-size 128 --steps 30
+    independent, mmvm-jensen, mmvm-mc, avg, poe, moe, mopoe, mopoe_reference (subset-averaged KL, prior
+    expert in the full subset), mvae (PoE + prior expert, full set + singletons, k = 0), mvtcae, jmvae,
+    mmvae (DReG looser, K = 10), mmvae_plus (ELBO, K = 1)
+
+Before timing, both sides compute the loss and gradients from the same weights under the same seed: the
+losses must agree to a relative 1e-4 (``loss err``); ``grad err`` is max over parameters of
+‖g_pyromm − g_torch‖ / ‖g_pyromm‖ (reported, not asserted: where the two sides round the same formula
+differently, e.g. the PoE, a ~1e-7 change of z can flip one ReLU or |x − loc| and move a gradient by ~1e-3).
+
+A step is ``zero_grad; loss; backward; Adam step`` with one optimizer over the model's parameters. After
+``--warmup`` steps per side, the two sides alternate step by step for ``--rounds`` rounds of ``--steps``
+steps (the side that goes first alternates by round); the table gives the median step time per side and the
+ratio pyromm / hand-written (> 1: pyromm is slower). On a CPU the step time is the process CPU time (with one
+thread, the step's own compute, robust to other load on a shared machine), with the wall-clock ratio next to
+it; on a GPU both are wall-clock after ``torch.cuda.synchronize()``.
+
+    python benchmarks/step_time.py --network conv [--models mvae mmvae] [--steps 10] [--rounds 3] [--threads 1]
+        [--json out.json]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import os
 import platform
 import statistics
+import sys
 import time
+from functools import partial
+from pathlib import Path
 
 import pyro
 import torch
 
+import handwritten as hw  # benchmarks/handwritten.py, next to this script
+from pyromm.config import NETWORKS, RunConfig
 from pyromm.data import MultimodalBatch
-from pyromm.infer import MultimodalELBO
-from pyromm.likelihoods import Laplace
-from pyromm.models import Modality, independent_vaes, mmvm_vae
-from pyromm.nn import MLPDecoder, MLPEncoder, PolyMNISTConvDecoder, PolyMNISTConvEncoder, PolyMNISTResNetDecoder, PolyMNISTResNetEncoder
+from pyromm.run import build_model, build_objective
 
-NETS = {
-    "mlp": (lambda d: MLPEncoder((3, 28, 28), d), lambda d: MLPDecoder(d, (3, 28, 28))),
-    "conv": (PolyMNISTConvEncoder, PolyMNISTConvDecoder),
-    "resnet": (PolyMNISTResNetEncoder, PolyMNISTResNetDecoder),
+IMAGE_SHAPE = (3, 28, 28)
+BETA = 1.0
+ALPHA = 0.1  # MVTCAE's TC weight, JMVAE's weight of the unimodal KLs
+K = 10  # MMVAE's importance samples
+LOSS_RTOL = 1e-4
+
+# name -> (RunConfig fields, hand-written loss(nets, xs))
+MODELS = {
+    "independent": ({"model": "independent"}, partial(hw.independent, beta=BETA)),
+    "mmvm-jensen": ({"model": "mmvm", "rate": "jensen"}, partial(hw.mmvm, beta=BETA, rate="jensen")),
+    "mmvm-mc": ({"model": "mmvm", "rate": "mc"}, partial(hw.mmvm, beta=BETA, rate="mc")),
+    "avg": ({"model": "avg"}, partial(hw.avg, beta=BETA)),
+    "poe": ({"model": "poe"}, partial(hw.poe, beta=BETA)),
+    "moe": ({"model": "moe"}, partial(hw.moe, beta=BETA)),
+    "mopoe": ({"model": "mopoe"}, partial(hw.mopoe, beta=BETA)),
+    "mopoe_reference": ({"model": "mopoe_reference"}, partial(hw.mopoe_reference, beta=BETA)),
+    "mvae": ({"model": "mvae", "num_random_subsets": 0}, partial(hw.mvae, beta=BETA)),
+    "mvtcae": ({"model": "mvtcae", "alpha": ALPHA}, partial(hw.mvtcae, beta=BETA, alpha=ALPHA)),
+    "jmvae": ({"model": "jmvae", "alpha": ALPHA}, partial(hw.jmvae, beta=BETA, alpha=ALPHA)),
+    "mmvae": ({"model": "mmvae", "num_importance_samples": K, "estimator": "dreg"}, partial(hw.mmvae, num_samples=K)),
+    "mmvae_plus": (
+        {"model": "mmvae_plus", "num_importance_samples": 1, "estimator": "elbo"},
+        partial(hw.mmvae_plus, beta=BETA),
+    ),
 }
-SCALE = 0.75
 
 
-def laplace_nll(x, loc):
-    """−log Laplace(x; loc, b) summed over data dims: |x − loc|/b + log 2b."""
-    return ((x - loc).abs() / SCALE + math.log(2 * SCALE)).flatten(1).sum(-1)
+def pyromm_side(name: str, args) -> tuple[torch.nn.Module, object]:
+    """The model and objective exactly as ``pyromm train`` builds them for this benchmark's settings."""
+    cfg = RunConfig(
+        dataset="polymnist",
+        num_views=args.views,
+        network=args.network,
+        latent_dim=args.latent_dim,
+        batch_size=args.batch_size,
+        likelihood="laplace",
+        likelihood_scale=hw.LIKELIHOOD_SCALE,
+        beta=BETA,
+        seed=0,
+        **MODELS[name][0],
+    )
+    model = build_model(cfg, {f"m{i}": IMAGE_SHAPE for i in range(args.views)})
+    return model.to(args.device), build_objective(cfg)
 
 
-def kl_diag(mu0, lv0, mu1, lv1):
-    """KL(N(mu0, e^lv0) ‖ N(mu1, e^lv1)) summed over the last dim."""
-    return 0.5 * (lv1 - lv0 + (lv0.exp() + (mu0 - mu1).pow(2)) / lv1.exp() - 1).sum(-1)
+def loss_and_grads(loss_fn, params: list[torch.nn.Parameter]) -> tuple[float, list[torch.Tensor | None]]:
+    """The loss under seed 1 and the gradient it gives every parameter."""
+    for p in params:
+        p.grad = None
+    torch.manual_seed(1)
+    loss = loss_fn()
+    loss.backward()
+    grads = [None if p.grad is None else p.grad.clone() for p in params]
+    for p in params:
+        p.grad = None
+    return loss.item(), grads
 
 
-def log_normal(z, mu, lv):
-    return (-0.5 * (lv + math.log(2 * math.pi) + (z - mu).pow(2) / lv.exp())).sum(-1)
+def compare(name: str, pyromm_loss, torch_loss, params) -> tuple[float, float]:
+    """(relative loss difference, max relative gradient difference); AssertionError past LOSS_RTOL."""
+    a, grads_a = loss_and_grads(pyromm_loss, params)
+    b, grads_b = loss_and_grads(torch_loss, params)
+    if not math.isclose(a, b, rel_tol=LOSS_RTOL):
+        raise AssertionError(f"{name}: pyromm loss {a} != hand-written loss {b}")
+    if [g is None for g in grads_a] != [g is None for g in grads_b]:
+        raise AssertionError(f"{name}: the two sides give gradients to different parameters")
+    grad_err = max(
+        ((ga - gb).norm() / ga.norm().clamp_min(1e-30)).item()
+        for ga, gb in zip(grads_a, grads_b)
+        if ga is not None
+    )
+    return abs(a - b) / abs(a), grad_err
 
 
-def handwritten_loss(encoders, decoders, xs, kind, beta):
-    """The same objectives as pyromm's MultimodalELBO, written directly in PyTorch."""
-    stats = [enc(x) for enc, x in zip(encoders, xs)]
-    zs = [mu + (0.5 * lv).exp() * torch.randn_like(mu) for mu, lv in stats]
-    rec = sum(laplace_nll(x, dec(z)) for dec, x, z in zip(decoders, xs, zs))
-    if kind == "independent":
-        rate = sum(kl_diag(mu, lv, torch.zeros_like(mu), torch.zeros_like(lv)) for mu, lv in stats)
-    elif kind == "mmvm-jensen":
-        m = len(stats)
-        rate = sum(kl_diag(mu0, lv0, mu1, lv1) for mu0, lv0 in stats for mu1, lv1 in stats) / m
-    else:
-        mus = torch.stack([mu for mu, _ in stats], 1)
-        lvs = torch.stack([lv for _, lv in stats], 1)
-        rate = 0.0
-        for (mu, lv), z in zip(stats, zs):
-            log_h = torch.logsumexp(log_normal(z.unsqueeze(1), mus, lvs), 1) - math.log(len(stats))
-            rate = rate + log_normal(z, mu, lv) - log_h
-    return (rec + beta * rate).mean()
+def time_step(step, sync: bool) -> tuple[float, float]:
+    """Process CPU seconds and wall-clock seconds of one call of ``step``."""
+    c0, w0 = time.process_time(), time.perf_counter()
+    step()
+    if sync:
+        torch.cuda.synchronize()
+    return time.process_time() - c0, time.perf_counter() - w0
 
 
-def build(kind, network, latent_dim, views):
-    enc, dec = NETS[network]
-    mods = [Modality(f"m{i}", enc(latent_dim), dec(latent_dim), Laplace(3, SCALE), (3, 28, 28)) for i in range(views)]
-    if kind == "independent":
-        return independent_vaes(mods, latent_dim), MultimodalELBO("analytic")
-    return mmvm_vae(mods, latent_dim, alpha=0.0), MultimodalELBO(kind.split("-")[1])
+def bench(name: str, args, batch: MultimodalBatch, xs: list[torch.Tensor]) -> dict:
+    """Check, then time, one model: its table row."""
+    model, objective = pyromm_side(name, args)
+    nets = hw.Nets.of(model)
+    reference = MODELS[name][1]
+    hyper = {"beta": BETA}
+    params = list(model.parameters())
+    pyromm_loss = lambda: objective(model, batch, hyper).loss  # noqa: E731
+    torch_loss = lambda: reference(nets, xs)  # noqa: E731
+    loss_err, grad_err = compare(name, pyromm_loss, torch_loss, params)
+    opt = torch.optim.Adam(params, lr=1e-4)
+
+    def step(loss_fn):
+        opt.zero_grad(set_to_none=True)
+        loss_fn().backward()
+        opt.step()
+
+    sides = {"pyromm": partial(step, pyromm_loss), "torch": partial(step, torch_loss)}
+    sync = args.device.type == "cuda"
+    for _ in range(args.warmup):
+        for fn in sides.values():
+            fn()
+    times = {side: {"cpu": [], "wall": []} for side in sides}
+    for r in range(args.rounds):
+        order = ("pyromm", "torch") if r % 2 == 0 else ("torch", "pyromm")
+        for _ in range(args.steps):
+            for side in order:
+                cpu, wall = time_step(sides[side], sync)
+                times[side]["cpu"].append(cpu)
+                times[side]["wall"].append(wall)
+    med = {side: {clock: statistics.median(t) for clock, t in by_clock.items()} for side, by_clock in times.items()}
+    clock = "wall" if sync else "cpu"
+    return {
+        "model": name,
+        "pyromm_ms": 1e3 * med["pyromm"][clock],
+        "torch_ms": 1e3 * med["torch"][clock],
+        "ratio": med["pyromm"][clock] / med["torch"][clock],
+        "wall_ratio": med["pyromm"]["wall"] / med["torch"]["wall"],
+        "loss_err": loss_err,
+        "grad_err": grad_err,
+        "steps_per_side": args.rounds * args.steps,
+    }
 
 
-def time_steps(step, steps):
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return times
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            return next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--network", choices=sorted(NETS), default="conv")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--latent-dim", type=int, default=64)
-    p.add_argument("--views", type=int, default=3)
-    p.add_argument("--steps", type=int, default=30)
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--json", help="write the results here")
-    args = p.parse_args(argv)
-    pyro.enable_validation(False)
-    device = torch.device(args.device)
-    g = torch.Generator().manual_seed(0)
-    xs = [torch.rand(args.batch_size, 3, 28, 28, generator=g).to(device) for _ in range(args.views)]
-    batch = MultimodalBatch({f"m{i}": x for i, x in enumerate(xs)})
-    hyper = {"beta": 1.0}
-    rows = []
-    for kind in ("independent", "mmvm-jensen", "mmvm-mc"):
-        torch.manual_seed(0)
-        model, objective = build(kind, args.network, args.latent_dim, args.views)
-        model.to(device)
-        encoders = [model.encoders[f"m{i}"] for i in range(args.views)]
-        decoders = [model.decoders[f"m{i}"] for i in range(args.views)]
-        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-
-        def pyromm_step():
-            opt.zero_grad(set_to_none=True)
-            objective(model, batch, hyper).loss.backward()
-            opt.step()
-
-        def torch_step():
-            opt.zero_grad(set_to_none=True)
-            handwritten_loss(encoders, decoders, xs, kind, 1.0).backward()
-            opt.step()
-
-        torch.manual_seed(1)
-        a = objective(model, batch, hyper).loss.item()
-        torch.manual_seed(1)
-        b = handwritten_loss(encoders, decoders, xs, kind, 1.0).item()
-        if not math.isclose(a, b, rel_tol=1e-4):
-            raise AssertionError(f"{kind}: pyromm loss {a} != hand-written loss {b}")
-        time_steps(pyromm_step, 3)
-        time_steps(torch_step, 3)
-        ours, theirs = [], []
-        for _ in range(args.rounds):
-            ours += time_steps(pyromm_step, args.steps)
-            theirs += time_steps(torch_step, args.steps)
-        t_ours, t_theirs = statistics.median(ours), statistics.median(theirs)
-        rows.append({"model": kind, "pyromm_ms": 1e3 * t_ours, "torch_ms": 1e3 * t_theirs, "ratio": t_ours / t_theirs})
-    env = {
-        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+def environment(args) -> dict:
+    device = args.device
+    return {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({cpu_name()})",
+        "clock": "wall (cuda synchronize)" if device.type == "cuda" else "process CPU time",
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "pyro": pyro.__version__,
@@ -145,14 +193,47 @@ def main(argv=None):
         "batch_size": args.batch_size,
         "latent_dim": args.latent_dim,
         "views": args.views,
+        "steps": args.steps,
+        "rounds": args.rounds,
+        "loadavg_start": os.getloadavg(),
     }
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    p.add_argument("--network", choices=NETWORKS, default="conv")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--latent-dim", type=int, default=64)
+    p.add_argument("--views", type=int, default=3)
+    p.add_argument("--steps", type=int, default=10, help="timed steps per side per round")
+    p.add_argument("--rounds", type=int, default=3, help="rounds; the side that steps first alternates by round")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps per side first")
+    p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (1: shared machine)")
+    p.add_argument("--device", type=torch.device, default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--json", help="write the environment and results here")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    pyro.enable_validation(False)  # as the trainer trains
+    g = torch.Generator().manual_seed(0)
+    xs = [torch.rand(args.batch_size, *IMAGE_SHAPE, generator=g).to(args.device) for _ in range(args.views)]
+    batch = MultimodalBatch({f"m{i}": x for i, x in enumerate(xs)})
+    env = environment(args)
+    rows = []
+    for name in args.models:
+        rows.append(bench(name, args, batch, xs))
+        print(f"{name}: done", file=sys.stderr, flush=True)
+    env["loadavg_end"] = os.getloadavg()
     print(json.dumps(env))
-    print(f"{'model':<14}{'pyromm ms':>11}{'torch ms':>11}{'ratio':>8}")
+    header = ("model", "pyromm ms", "torch ms", "ratio", "wall ratio", "loss err", "grad err")
+    print(f"{header[0]:<16}" + "".join(f"{h:>11}" for h in header[1:]))
     for r in rows:
-        print(f"{r['model']:<14}{r['pyromm_ms']:>11.2f}{r['torch_ms']:>11.2f}{r['ratio']:>8.3f}")
+        print(
+            f"{r['model']:<16}{r['pyromm_ms']:>11.2f}{r['torch_ms']:>11.2f}{r['ratio']:>11.3f}{r['wall_ratio']:>11.3f}"
+            f"{r['loss_err']:>11.1e}{r['grad_err']:>11.1e}"
+        )
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"env": env, "rows": rows}, fh, indent=2)
+        Path(args.json).write_text(json.dumps({"env": env, "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":
