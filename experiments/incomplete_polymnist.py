@@ -8,10 +8,7 @@ only; joint-encoder models (JMVAE) can only do the latter. The test split stays 
 """
 from __future__ import annotations
 
-import argparse
-
-from pyromm.config import RunConfig
-from pyromm.sweep import run_grid
+from pyromm.sweep import experiment_config, experiment_parser, run_grid
 
 QUICK = dict(network="conv", latent_dim=32, epochs=5, batch_size=128, lr=1e-3, train_limit=10000, test_limit=1000,
              classifier_epochs=2, eval_num_train=10000, num_views=5)
@@ -23,20 +20,12 @@ COMPLETE_ONLY = {"jmvae"}
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="small CPU setting (default)")
-    mode.add_argument("--paper", action="store_true", help="the paper's setting (GPU)")
+    p = experiment_parser(__doc__.splitlines()[0], "results/incomplete_polymnist")
     p.add_argument("--models", nargs="+", default=["mopoe_reference", "mmvm"], choices=list(MODELS))
     p.add_argument("--etas", type=float, nargs="+", default=[1.0, 0.8, 0.5])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--data-root")
-    p.add_argument("--out", default="results/incomplete_polymnist")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--dry-run", action="store_true", help="print the run names and exit")
     args = p.parse_args(argv)
-    base = RunConfig(dataset="polymnist", data_root=args.data_root, device=args.device, seed=args.seed,
-                     **(PAPER if args.paper else QUICK))
+    base = experiment_config(args, QUICK, PAPER, dataset="polymnist")
     configs = {}
     for model in args.models:
         for eta in args.etas:
@@ -46,6 +35,9 @@ def main(argv=None) -> None:
                 name = f"{model}_eta{eta:g}_{'complete' if complete else 'all'}"
                 configs[name] = base.replace(model=model, keep_probability=eta, train_complete_only=complete,
                                              **MODELS[model])
+    if args.dry_run:
+        print("\n".join(configs))
+        return
     rows = run_grid(configs, args.out, progress=not args.no_progress)
     print(f"{'run':<34}{'coherence':>10}{'latent':>8}")
     for r in rows:

@@ -11,10 +11,7 @@ and a run directory per (model, β) with checkpoints, metrics and plots.
 """
 from __future__ import annotations
 
-import argparse
-
-from pyromm.config import RunConfig
-from pyromm.sweep import beta_sweep
+from pyromm.sweep import beta_sweep, experiment_config, experiment_parser
 
 QUICK = dict(
     network="conv", latent_dim=32, epochs=5, batch_size=128, lr=1e-3, train_limit=10000, test_limit=2000,
@@ -28,32 +25,24 @@ ALL_METHODS = ["independent", "mmvm", "avg", "poe", "moe", "mopoe", "mmvae_plus"
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="small CPU setting (default)")
-    mode.add_argument("--paper", action="store_true", help="the paper's setting (GPU)")
+    p = experiment_parser(__doc__.splitlines()[0], "results/polymnist_beta_sweep")
     p.add_argument("--betas", type=float, nargs="+", help="override the β grid")
     p.add_argument("--models", nargs="+", default=["independent", "mmvm"])
     p.add_argument("--all-methods", action="store_true", help="the seven methods of the MMVM paper's Fig. 2")
     p.add_argument("--views", type=int, default=3)
     p.add_argument("--translated", action="store_true", help="Translated PolyMNIST (the MMVM paper's variant)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--data-root")
-    p.add_argument("--out", default="results/polymnist_beta_sweep")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--dry-run", action="store_true", help="print the run names and exit")
     args = p.parse_args(argv)
-    settings = dict(PAPER if args.paper else QUICK)
-    if args.epochs:
-        settings["epochs"] = args.epochs
-    base = RunConfig(
-        dataset="translated_polymnist" if args.translated else "polymnist",
-        num_views=args.views, data_root=args.data_root, device=args.device, seed=args.seed, **settings,
-    )
+    dataset = "translated_polymnist" if args.translated else "polymnist"
+    base = experiment_config(args, QUICK, PAPER, dataset=dataset, num_views=args.views)
     betas = args.betas or (PAPER_BETAS if args.paper else QUICK_BETAS)
     models = ALL_METHODS if args.all_methods else args.models
     overrides = {"mmvae_plus": dict(num_importance_samples=1, estimator="elbo")}
+    if args.dry_run:
+        for model in models:
+            for beta in betas:
+                print(base.replace(model=model, beta=float(beta), **overrides.get(model, {})).model, beta)
+        return
     rows = beta_sweep(base, models, betas, args.out, progress=not args.no_progress, overrides=overrides)
     print(f"{'model':<12}{'beta':>8}{'latent acc':>12}{'coherence':>11}{'rec NLL':>11}")
     for r in rows:

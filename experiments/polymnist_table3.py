@@ -7,10 +7,7 @@ References (coherence with 1/2/3/4 inputs): MoPoE paper 66/77/81/83, MultiVae 67
 """
 from __future__ import annotations
 
-import argparse
-
-from pyromm.config import RunConfig
-from pyromm.sweep import run_grid
+from pyromm.sweep import experiment_config, experiment_parser, run_grid
 
 QUICK = dict(network="conv", latent_dim=32, epochs=5, batch_size=128, lr=1e-3, train_limit=10000, test_limit=1000,
              classifier_epochs=2, eval_num_train=10000)
@@ -24,24 +21,15 @@ MODELS = {
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="small CPU setting (default)")
-    mode.add_argument("--paper", action="store_true", help="the paper's setting (GPU)")
+    p = experiment_parser(__doc__.splitlines()[0], "results/polymnist_table3")
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--data-root")
-    p.add_argument("--out", default="results/polymnist_table3")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--dry-run", action="store_true", help="print the run names and exit")
     args = p.parse_args(argv)
-    settings = dict(PAPER if args.paper else QUICK)
-    if args.epochs:
-        settings["epochs"] = args.epochs
-    base = RunConfig(dataset="polymnist", num_views=5, data_root=args.data_root, device=args.device, seed=args.seed,
-                     **settings)
+    base = experiment_config(args, QUICK, PAPER, dataset="polymnist", num_views=5)
     configs = {f"{m}_seed{args.seed}": base.replace(model=m, **MODELS[m]) for m in args.models}
+    if args.dry_run:
+        print("\n".join(configs))
+        return
     rows = run_grid(configs, args.out, progress=not args.no_progress)
     print(f"{'model':<18}" + "".join(f"{k} in".rjust(8) for k in range(1, 5)) + f"{'latent':>9}")
     for r in rows:

@@ -1,6 +1,7 @@
 """Grids of runs (models × β × settings): one run directory each, a results table and trade-off plots."""
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 from pathlib import Path
@@ -11,6 +12,30 @@ from pyromm.evaluation import plot_tradeoff
 from pyromm.run import run
 
 TRADEOFFS = (("latent_acc", "latent"), ("coherence", "coherence"))
+
+
+def experiment_parser(description: str, default_out: str) -> argparse.ArgumentParser:
+    """The options every experiment script shares: --quick (default) or --paper, --epochs, --seed, --device,
+    --data-root, --out and --no-progress."""
+    parser = argparse.ArgumentParser(description=description)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="small CPU setting (default)")
+    mode.add_argument("--paper", action="store_true", help="the paper's setting (GPU)")
+    parser.add_argument("--epochs", type=int, help="override the setting's number of epochs")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--data-root")
+    parser.add_argument("--out", default=default_out)
+    parser.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def experiment_config(args: argparse.Namespace, quick: Mapping[str, Any], paper: Mapping[str, Any], **fixed: Any) -> RunConfig:
+    """The base RunConfig of an experiment: the --quick or --paper setting, then the shared options, then ``fixed``."""
+    settings = {**(paper if args.paper else quick), **fixed}
+    if args.epochs:
+        settings["epochs"] = args.epochs
+    return RunConfig(data_root=args.data_root, device=args.device, seed=args.seed, **settings)
 
 
 def summarize(cfg: RunConfig, results: dict[str, Any]) -> dict[str, Any]:

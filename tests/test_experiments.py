@@ -1,0 +1,36 @@
+"""Every experiment script builds valid configs for its --quick and --paper settings (dry run, no training)."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(name, EXPERIMENTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("mode", ["--quick", "--paper"])
+@pytest.mark.parametrize(
+    "script, extra, runs",
+    [
+        ("polymnist_beta_sweep", ["--all-methods"], None),
+        ("polymnist_table3", [], ["mopoe_reference_seed0", "mvtcae_seed0", "mmvae_plus_seed0"]),
+        ("incomplete_polymnist", ["--models", "mvae", "jmvae"],
+         ["mvae_eta1_all", "mvae_eta0.8_all", "mvae_eta0.8_complete", "mvae_eta0.5_all", "mvae_eta0.5_complete",
+          "jmvae_eta1_all", "jmvae_eta0.8_complete", "jmvae_eta0.5_complete"]),
+    ],
+)
+def test_experiment_configs_are_valid(capsys, script, extra, runs, mode):
+    load(script).main([mode, "--dry-run", *extra])
+    printed = capsys.readouterr().out.split("\n")
+    lines = [line for line in printed if line]
+    if runs is None:
+        betas = 12 if mode == "--paper" else 2
+        assert len(lines) == 7 * betas and lines[-1].startswith("mmvae_plus")
+    else:
+        assert lines == runs
