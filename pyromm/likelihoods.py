@@ -110,15 +110,3 @@ class Categorical(Likelihood):
 
     def config(self) -> dict:
         return {**super().config(), "num_classes": self.num_classes}
-
-
-LIKELIHOODS = {cls.__name__.lower(): cls for cls in (Laplace, Normal, Bernoulli, Categorical)}
-
-
-def likelihood_from_config(cfg: dict) -> Likelihood:
-    """Rebuild a likelihood from ``Likelihood.config()``."""
-    cfg = dict(cfg)
-    kind = cfg.pop("type").lower()
-    if kind not in LIKELIHOODS:
-        raise ValueError(f"unknown likelihood {kind!r}; choose from {sorted(LIKELIHOODS)}")
-    return LIKELIHOODS[kind](**cfg)

@@ -1,8 +1,8 @@
 """The multimodal batch contract: modality tensors, per-sample observed masks, labels."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Iterable
 
 import torch
 from torch import Tensor
@@ -20,7 +20,6 @@ class MultimodalBatch:
     data: dict[str, Tensor]
     mask: dict[str, Tensor] | None = None
     labels: Tensor | None = None
-    extras: dict[str, Tensor] = field(default_factory=dict)
 
     @property
     def modalities(self) -> list[str]:
@@ -40,11 +39,6 @@ class MultimodalBatch:
             return None
         return self.mask.get(name)
 
-    @property
-    def is_complete(self) -> bool:
-        """True when no sample misses any modality (checks values, so it syncs on GPU)."""
-        return self.mask is None or all(bool(m.all()) for m in self.mask.values())
-
     def select(self, names: Iterable[str]) -> "MultimodalBatch":
         """The same samples restricted to the modalities ``names``."""
         names = list(names)
@@ -52,7 +46,7 @@ class MultimodalBatch:
         if unknown:
             raise KeyError(f"unknown modality {unknown[0]!r}; batch has {self.modalities}")
         mask = None if self.mask is None else {n: self.mask[n] for n in names if n in self.mask}
-        return MultimodalBatch({n: self.data[n] for n in names}, mask or None, self.labels, dict(self.extras))
+        return MultimodalBatch({n: self.data[n] for n in names}, mask or None, self.labels)
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "MultimodalBatch":
         move = lambda t: t.to(device, non_blocking=non_blocking)  # noqa: E731
@@ -60,9 +54,4 @@ class MultimodalBatch:
             {k: move(v) for k, v in self.data.items()},
             None if self.mask is None else {k: move(v) for k, v in self.mask.items()},
             None if self.labels is None else move(self.labels),
-            {k: move(v) for k, v in self.extras.items()},
         )
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Tensor], **kwargs) -> "MultimodalBatch":
-        return cls(dict(data), **kwargs)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pyromm.likelihoods import Categorical, Likelihood
+from pyromm.likelihoods import Likelihood
 
 
 @dataclass(eq=False)
@@ -42,10 +42,6 @@ class Modality:
             )
         if self.weight < 0:
             raise ValueError(f"modality {self.name!r}: weight must be >= 0, got {self.weight}")
-
-    @property
-    def dtype_kind(self) -> str:
-        return "integer" if isinstance(self.likelihood, Categorical) else "float"
 
     def check_data(self, x: torch.Tensor) -> None:
         """Raise a named error if ``x`` (a batch of this modality) has the wrong shape, dtype or values."""
