@@ -3,7 +3,8 @@
     pyromm quickstart [--out DIR] [--epochs N] [--betas B ...] [--device cpu|cuda] [--no-progress]
     pyromm train [--config FILE.json] [--set KEY=VALUE ...] [--out DIR] [--no-resume] [--no-progress] [--no-eval]
     pyromm evaluate RUN_DIR
-    pyromm data prepare {mnist,polymnist,translated_polymnist,digits} [--root DIR] [--cache DIR] [--views M]
+    pyromm data prepare {mnist,polymnist,translated_polymnist,digits,rats,mnist_svhn,celeba,cub,mhd}
+                        [--root DIR] [--cache DIR] [--views M]
     pyromm data list [--root DIR] [--cache DIR]
 
 Errors the user can fix (bad configuration, missing or corrupt files, unreadable checkpoints) are
@@ -30,6 +31,7 @@ QUICKSTART_BETAS = (0.25, 1.0, 4.0)
 QUICKSTART_EPOCHS = 60
 QUICKSTART_SETTINGS = dict(dataset="digits", num_views=3, classifier_epochs=20)
 DATA_NAMES = ("mnist", "polymnist", "translated_polymnist", "digits")
+PUBLISHED_NAMES = ("rats", "mnist_svhn", "celeba", "cub", "mhd")  # handled by pyromm.data.published
 EXIT_ERROR, EXIT_USAGE = 1, 2
 
 
@@ -113,9 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="verify/download MNIST, generate and cache (Translated) PolyMNIST",
         description="mnist: verify the md5s of the four idx files (downloading missing ones into the data "
         "root). polymnist / translated_polymnist: also check the backgrounds, then generate the train and "
-        "test splits into the cache root (never into the data root). digits: bundled, just load it.",
+        "test splits into the cache root (never into the data root). digits: bundled, just load it. "
+        f"{', '.join(PUBLISHED_NAMES)}: verify the published md5s, download SVHN if missing, name any other "
+        "missing file and where to get it, then check that the dataset loads.",
     )
-    p.add_argument("name", choices=DATA_NAMES, metavar="NAME", help=f"one of {', '.join(DATA_NAMES)}")
+    p.add_argument("name", choices=DATA_NAMES + PUBLISHED_NAMES, metavar="NAME",
+                   help=f"one of {', '.join(DATA_NAMES + PUBLISHED_NAMES)}")
     _add_root_args(p)
     p.add_argument("--views", type=int, default=3, help="number of PolyMNIST views, 1..5 (default: %(default)s)")
     p.set_defaults(func=cmd_data_prepare)
@@ -166,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_reporting_errors(args: argparse.Namespace) -> int:
-    from pyromm.data import ChecksumError, DataValidationError, IdxFormatError
+    from pyromm.data import ChecksumError, DataFormatError, DataValidationError, IdxFormatError
     from pyromm.train.checkpoint import CheckpointError
 
     try:
@@ -177,7 +182,7 @@ def _run_reporting_errors(args: argparse.Namespace) -> int:
         return _fail(f"{err} (the file is corrupt or a different version: delete it, or replace it with a good copy)")
     except FileNotFoundError as err:
         return _fail(_describe_missing(err))
-    except (DataValidationError, IdxFormatError, CheckpointError, CLIError) as err:
+    except (DataValidationError, DataFormatError, IdxFormatError, CheckpointError, CLIError) as err:
         return _fail(str(err))
     except json.JSONDecodeError as err:
         return _fail(f"invalid JSON: {err}", EXIT_USAGE)
@@ -431,6 +436,8 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
     if args.name == "digits":
         return _prepare_digits(args.views)
     print(f"data root:  {root}")
+    if args.name in PUBLISHED_NAMES:
+        return _prepare_published(args.name, root)
     _prepare_mnist(root)
     if args.name in ("polymnist", "translated_polymnist"):
         print(f"cache root: {cache}")
@@ -484,6 +491,15 @@ def _prepare_polymnist(root: Path, cache: Path, views: int, translated: bool) ->
     print(f"  metadata:  {directory / 'metadata.json'}  (seed {seed})")
 
 
+def _prepare_published(name: str, root: Path) -> int:
+    from pyromm.data import published
+
+    if name == "mnist_svhn":
+        _prepare_mnist(root)
+    published.prepare(name, root)
+    return 0
+
+
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
@@ -506,6 +522,7 @@ def cmd_data_list(args: argparse.Namespace) -> int:
     from pyromm.data import md5sum
     from pyromm.data.mnist import MNIST_MD5
     from pyromm.data.polymnist import BACKGROUND_DIR, BACKGROUNDS
+    from pyromm.data.published import DATASETS
 
     root, cache = _roots(args)
     print(f"data root:  {root}{'' if root.is_dir() else '  (does not exist)'}")
@@ -545,11 +562,26 @@ def cmd_data_list(args: argparse.Namespace) -> int:
         if entries:
             print(f"\nCached evaluation classifiers  ({classifiers}): {len(entries)}")
 
+    for name in PUBLISHED_NAMES:
+        _list_published(root, name)
     print("\ndigits: always available (bundled with scikit-learn)")
     print("\nProvenance")
     for name in DATA_NAMES:
         print(f"  {PROVENANCE[name]}")
+    for name in PUBLISHED_NAMES:
+        print(f"  {DATASETS[name].provenance}")
     return 0
+
+
+def _list_published(root: Path, name: str) -> None:
+    """Each file of a published dataset: present (size, md5 status or file count) or missing."""
+    from pyromm.data.published import DATASETS, file_status
+
+    print(f"\n{name}  ({root})")
+    for entry in DATASETS[name].files:
+        present, size, detail = file_status(root, entry)
+        label = entry.path + ("/" if entry.folder else "")
+        print(f"  present    {label:<44}{_size(size):>10}  {detail}" if present else f"  missing    {label}")
 
 
 def _cached_variants(directory: Path, note: str = "") -> list[str]:

@@ -3,17 +3,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-DATASETS = ("digits", "polymnist", "translated_polymnist")
-MODELS = ("independent", "mmvm", "avg", "poe", "moe", "mopoe", "mopoe_reference", "mvae", "mvtcae", "jmvae", "telbo", "mmvae", "mmvae_plus")
+DATASETS = ("digits", "polymnist", "translated_polymnist", "rats", "mnist_fsdd")
+MODELS = ("independent", "mmvm", "avg", "poe", "moe", "mopoe", "mopoe_reference", "mvae", "mvtcae", "jmvae", "telbo", "mmvae", "mmvae_plus", "jnf", "jnf_shared")
 DEFAULT_ALPHA = {"mmvm": 0.0, "mvtcae": 0.1, "jmvae": 0.1}
 DEFAULT_RATE = {"mmvm": "jensen", "moe": "selected", "mopoe": "selected", "mopoe_reference": "jensen"}
-NETWORKS = ("mlp", "conv", "resnet")
+NETWORKS = ("mlp", "conv", "resnet", "spike_mlp")
 LIKELIHOODS = ("laplace", "normal", "bernoulli")
 OBJECTIVES = ("fast", "pyro")
+PROJECTOR_OBJECTIVES = ("dcca", "infonce")
 
 
 class ConfigError(ValueError):
@@ -32,6 +34,7 @@ class RunConfig:
     test_limit: int | None = None
     keep_probability: float = 1.0
     train_complete_only: bool = False
+    sound_missing_max: float = 0.0
     model: str = "mmvm"
     rate: str | None = None
     alpha: float | None = None
@@ -43,12 +46,22 @@ class RunConfig:
     private_dim: int | None = None
     dreg_detach: str = "proper"
     second_stage_epochs: int | None = None
+    projector_epochs: int | None = None
+    projector_objective: str = "dcca"
+    projection_dim: int = 20
+    temperature: float = 0.1
+    flow_blocks: int = 2
+    flow_hidden: int = 128
+    flow_context: bool = False
+    val_fraction: float = 0.0
+    restore_best: bool = False
     beta: float = 1.0
     latent_dim: int = 16
     network: str = "mlp"
     hidden: list[int] = field(default_factory=lambda: [256, 256])
     likelihood: str = "laplace"
     likelihood_scale: float = 0.75
+    modality_likelihoods: dict | None = None
     objective: str = "fast"
     epochs: int = 20
     batch_size: int = 128
@@ -60,6 +73,7 @@ class RunConfig:
     classifier_epochs: int = 5
     classifier_train_limit: int | None = None
     eval_num_train: int = 10000
+    latent_sampler: str | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -78,6 +92,14 @@ class RunConfig:
             return self.rate
         return DEFAULT_RATE.get(self.model, "analytic")
 
+    @property
+    def jnf_stage_epochs(self) -> tuple[int, int, int]:
+        """JNF's (projector, joint, flow) stage epochs, summing to ``epochs``: flows ``second_stage_epochs``
+        (default epochs // 2), projectors (jnf_shared only) ``projector_epochs`` (default half the rest)."""
+        flows = self.second_stage_epochs or self.epochs // 2
+        projectors = 0 if self.model != "jnf_shared" else self.projector_epochs or (self.epochs - flows) // 2
+        return projectors, self.epochs - flows - projectors, flows
+
     def validate(self) -> None:
         for f in fields(self):
             _check_type(f.name, getattr(self, f.name), f.type)
@@ -89,6 +111,8 @@ class RunConfig:
         _check_choice("on_nonfinite", self.on_nonfinite, ("raise", "skip"))
         if self.rate is not None:
             _check_choice("rate", self.rate, ("analytic", "jensen", "selected", "mc"))
+        if self.latent_sampler is not None:
+            _check_choice("latent_sampler", self.latent_sampler, ("gmm", "maf"))
         if not 1 <= self.num_views <= 5:
             raise ConfigError(f"num_views must lie in 1..5, got {self.num_views}")
         if self.beta < 0:
@@ -105,13 +129,37 @@ class RunConfig:
             raise ConfigError(f"num_importance_samples (K) must be >= 1, got {self.num_importance_samples}")
         if not 0.0 <= self.keep_probability <= 1.0:
             raise ConfigError(f"keep_probability (η) must lie in [0, 1], got {self.keep_probability}")
+        if not 0.0 <= self.sound_missing_max <= 1.0:
+            raise ConfigError(f"sound_missing_max must lie in [0, 1], got {self.sound_missing_max}")
+        if self.sound_missing_max > 0.0 and self.dataset != "mnist_fsdd":
+            raise ConfigError(f"sound_missing_max needs dataset 'mnist_fsdd' (a sound modality), got {self.dataset!r}")
+        for name, choice in (self.modality_likelihoods or {}).items():
+            _check_choice(f"modality_likelihoods[{name!r}]", choice, LIKELIHOODS)
         if self.kl_warmup_epochs < 0:
             raise ConfigError(f"kl_warmup_epochs must be >= 0, got {self.kl_warmup_epochs}")
         if self.second_stage_epochs is not None and not 1 <= self.second_stage_epochs < self.epochs:
             raise ConfigError(f"second_stage_epochs must lie in 1..epochs-1, got {self.second_stage_epochs}")
+        _check_choice("projector_objective", self.projector_objective, PROJECTOR_OBJECTIVES)
+        if self.projector_epochs is not None and self.projector_epochs < 1:
+            raise ConfigError(f"projector_epochs must be >= 1, got {self.projector_epochs}")
+        if self.model in ("jnf", "jnf_shared") and self.objective == "pyro":
+            raise ConfigError(f"{self.model} trains with its stage objectives; objective 'pyro' does not apply")
+        if self.model in ("jnf", "jnf_shared") and min(self.jnf_stage_epochs[self.model == "jnf" :]) < 1:
+            raise ConfigError(
+                f"{self.model}: epochs={self.epochs}, projector_epochs={self.projector_epochs} and "
+                f"second_stage_epochs={self.second_stage_epochs} give stages of {self.jnf_stage_epochs} epochs "
+                "(projectors, joint, flows); each needs >= 1"
+            )
+        if not (self.temperature > 0 and math.isfinite(self.temperature)):
+            raise ConfigError(f"temperature must be a finite number > 0, got {self.temperature}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction must lie in [0, 1), got {self.val_fraction}")
+        if self.restore_best and self.val_fraction == 0.0:
+            raise ConfigError("restore_best needs a validation split: set val_fraction > 0")
         if self.num_random_subsets < 0:
             raise ConfigError(f"num_random_subsets must be >= 0, got {self.num_random_subsets}")
-        for name in ("latent_dim", "epochs", "batch_size", "checkpoint_every", "eval_num_train"):
+        for name in ("latent_dim", "epochs", "batch_size", "checkpoint_every", "eval_num_train", "projection_dim",
+                     "flow_blocks", "flow_hidden"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:

@@ -14,9 +14,13 @@ from pyromm.data import (
     cache_root,
     complete_only,
     drop_modalities,
+    drop_increasing_with_label,
     load_digits_multiview,
+    load_mnist_fsdd,
     load_polymnist,
 )
+from pyromm.distributions import maf
+from pyromm.data.rats import RATS, load_rats
 from pyromm.evaluation import evaluate, plot_conditional_grid, plot_latent_scatter, train_modality_classifiers
 from pyromm.infer import (
     JMVAEObjective,
@@ -28,6 +32,8 @@ from pyromm.infer import (
     SubsampledELBO,
     telbo_stages,
 )
+from pyromm.infer.jnf import jnf_stages
+from pyromm.infer.projectors import DCCAObjective, InfoNCEObjective
 from pyromm.models import (
     EncoderHead,
     JointEncoder,
@@ -42,14 +48,19 @@ from pyromm.models import (
     SharedLatentVAE,
     standard_normal,
 )
+from pyromm.models.jnf import JNF, ProjectedEncoder
 from pyromm.nn import (
     MLPDecoder,
     MLPEncoder,
+    MLPProjector,
     PolyMNISTConvDecoder,
     PolyMNISTConvEncoder,
     PolyMNISTResNetDecoder,
     PolyMNISTResNetEncoder,
+    SpectrogramConvDecoder,
+    SpectrogramConvEncoder,
 )
+from pyromm.nn.spike import spike_decoder, spike_encoder
 from pyromm.train import CheckpointDir, EpochWarmup, Linear, Stage, Trainer, schedule_from_config
 from pyromm.train.checkpoint import load_model_state
 
@@ -64,10 +75,17 @@ def load_data(cfg: RunConfig) -> tuple[MultimodalDataset, MultimodalDataset]:
 
     With ``keep_probability`` η < 1 every non-first training modality is kept per sample with probability η
     (MultiVae's incomplete-data case study); ``train_complete_only`` then keeps the complete samples only.
-    The test split stays complete.
+    With ``sound_missing_max`` p > 0 (mnist_fsdd) the training sound of digit y is missing with probability
+    p · y / 9 (missing not at random), before η applies. The test split stays complete.
     """
     if cfg.dataset == "digits":
         train, test = (load_digits_multiview(s, cfg.num_views, seed=cfg.seed) for s in ("train", "test"))
+    elif cfg.dataset == "rats":
+        train, test = (load_rats(cfg.data_root, s, rats=RATS[: cfg.num_views]) for s in ("train", "test"))
+    elif cfg.dataset == "mnist_fsdd":
+        train, test = (
+            load_mnist_fsdd(cfg.data_root, s, seed=0, cache_dir=cache_root(cfg.cache_root)) for s in ("train", "test")
+        )
     else:
         translated = cfg.dataset == "translated_polymnist"
         train, test = (
@@ -77,6 +95,8 @@ def load_data(cfg: RunConfig) -> tuple[MultimodalDataset, MultimodalDataset]:
             for s in ("train", "test")
         )
     train = _limit(train, cfg.train_limit)
+    if cfg.sound_missing_max > 0.0:
+        train = drop_increasing_with_label(train, "sound", cfg.sound_missing_max, num_classes=10, seed=cfg.seed)
     if cfg.keep_probability < 1.0:
         train = drop_modalities(train, cfg.keep_probability, seed=cfg.seed)
     if cfg.train_complete_only:
@@ -84,33 +104,66 @@ def load_data(cfg: RunConfig) -> tuple[MultimodalDataset, MultimodalDataset]:
     return train, _limit(test, cfg.test_limit)
 
 
+def split_validation(
+    dataset: MultimodalDataset, fraction: float, seed: int
+) -> tuple[MultimodalDataset, MultimodalDataset | None]:
+    """(train, val): a seeded random ``fraction`` of the samples (at least one) held out, order kept; (all, None)
+    for fraction 0."""
+    if fraction == 0.0:
+        return dataset, None
+    n_val = max(1, round(fraction * len(dataset)))
+    if n_val >= len(dataset):
+        raise ConfigError(f"val_fraction={fraction} leaves no training sample of {len(dataset)}")
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
+    return dataset.subset(order[n_val:].sort().values), dataset.subset(order[:n_val].sort().values)
+
+
 def _limit(dataset: MultimodalDataset, limit: int | None) -> MultimodalDataset:
     return dataset if limit is None or limit >= len(dataset) else dataset.subset(slice(0, limit))
 
 
-def build_likelihood(cfg: RunConfig, event_dim: int) -> likelihoods.Likelihood:
-    if cfg.likelihood == "laplace":
+def build_likelihood(cfg: RunConfig, event_dim: int, kind: str | None = None) -> likelihoods.Likelihood:
+    """The likelihood ``kind`` (default ``cfg.likelihood``); Laplace and Normal with scale ``likelihood_scale``."""
+    kind = kind or cfg.likelihood
+    if kind == "laplace":
         return likelihoods.Laplace(event_dim, cfg.likelihood_scale)
-    if cfg.likelihood == "normal":
+    if kind == "normal":
         return likelihoods.Normal(event_dim, cfg.likelihood_scale)
     return likelihoods.Bernoulli(event_dim)
 
 
+# (dataset, modality) pairs holding (1, F, T) spectrograms: spectrogram conv nets whatever cfg.network says.
+SPECTROGRAM_MODALITIES = {("mnist_fsdd", "sound")}
+
+
 def build_modalities(cfg: RunConfig, event_shapes: dict[str, tuple[int, ...]]) -> list[Modality]:
-    """One encoder/decoder pair per modality, of the network family ``cfg.network``; for MMVAE+ the networks
-    carry the shared and private blocks, latent_dim + private_dim (private_dim defaults to latent_dim)."""
+    """One encoder/decoder pair per modality, of the network family ``cfg.network`` (conv and resnet: (1|3, 28, 28)
+    images) or, for ``SPECTROGRAM_MODALITIES``, the spectrogram conv nets, with the likelihood
+    ``modality_likelihoods[name]`` (default ``cfg.likelihood``); for MMVAE+ the networks carry the shared and
+    private blocks, latent_dim + private_dim (private_dim defaults to latent_dim)."""
     dim = cfg.latent_dim + (cfg.private_dim or cfg.latent_dim) if cfg.model == "mmvae_plus" else cfg.latent_dim
+    chosen = cfg.modality_likelihoods or {}
+    unknown = sorted(set(chosen) - set(event_shapes))
+    if unknown:
+        raise ConfigError(f"modality_likelihoods names unknown modality {unknown[0]!r}; modalities are {list(event_shapes)}")
     modalities = []
     for name, shape in event_shapes.items():
-        if cfg.network == "mlp":
+        if (cfg.dataset, name) in SPECTROGRAM_MODALITIES:
+            encoder, decoder = SpectrogramConvEncoder(dim, shape), SpectrogramConvDecoder(dim, shape)
+        elif cfg.network == "mlp":
             encoder = MLPEncoder(shape, dim, hidden=tuple(cfg.hidden))
             decoder = MLPDecoder(dim, shape, hidden=tuple(reversed(cfg.hidden)))
+        elif cfg.network == "spike_mlp":
+            if len(shape) != 1:
+                raise ConfigError(f"network 'spike_mlp' needs flat (d,) data; modality {name!r} is {shape}")
+            encoder, decoder = spike_encoder(shape[0], dim), spike_decoder(dim, shape[0])
         else:
-            if tuple(shape) != (3, 28, 28):
-                raise ConfigError(f"network {cfg.network!r} needs (3, 28, 28) images; modality {name!r} is {shape}")
+            if len(shape) != 3 or shape[0] not in (1, 3) or tuple(shape[1:]) != (28, 28):
+                raise ConfigError(f"network {cfg.network!r} needs (1|3, 28, 28) images; modality {name!r} is {shape}")
             enc_cls, dec_cls = IMAGE_NETWORKS[cfg.network]
-            encoder, decoder = enc_cls(dim), dec_cls(dim)
-        modalities.append(Modality(name, encoder, decoder, build_likelihood(cfg, len(shape)), shape))
+            encoder, decoder = enc_cls(dim, shape[0]), dec_cls(dim, shape[0])
+        likelihood = build_likelihood(cfg, len(shape), chosen.get(name))
+        modalities.append(Modality(name, encoder, decoder, likelihood, shape))
     return modalities
 
 
@@ -140,10 +193,30 @@ def build_model(cfg: RunConfig, event_shapes: dict[str, tuple[int, ...]]) -> Mul
         heads = {m.name: EncoderHead(build_modalities(cfg, {m.name: m.event_shape})[0].encoder) for m in modalities}
         joint_encoder = JointEncoder(heads, {n: 2 * cfg.latent_dim for n in heads}, cfg.latent_dim)
         return JointEncoderVAE(modalities, cfg.latent_dim, joint_encoder)
+    if cfg.model in ("jnf", "jnf_shared"):
+        return build_jnf(cfg, modalities)
     if cfg.model in SHARED_AGGREGATIONS:
         return SharedLatentVAE(modalities, cfg.latent_dim, SHARED_AGGREGATIONS[cfg.model])
     prior = MMVMPrior(cfg.alpha_value) if cfg.model == "mmvm" else standard_normal
     return MultimodalVAE(modalities, cfg.latent_dim, prior=prior)
+
+
+def build_jnf(cfg: RunConfig, modalities: list[Modality]) -> JNF:
+    """JNF: a joint encoder on fresh copies of the encoder networks and one MAF per modality (``flow_blocks``
+    MADE blocks of 3 × ``flow_hidden`` units, conditioned on [μ_m; σ_m] with ``flow_context``). jnf_shared
+    replaces each unimodal encoder by an MLP on the embedding of an MLP projector to ``projection_dim``
+    (L2-normalised for the 'infonce' objective)."""
+    heads = {m.name: EncoderHead(build_modalities(cfg, {m.name: m.event_shape})[0].encoder) for m in modalities}
+    joint_encoder = JointEncoder(heads, {n: 2 * cfg.latent_dim for n in heads}, cfg.latent_dim)
+    if cfg.model == "jnf_shared":
+        for m in modalities:
+            projector = MLPProjector(
+                m.event_shape, cfg.projection_dim, tuple(cfg.hidden), normalize=cfg.projector_objective == "infonce"
+            )
+            m.encoder = ProjectedEncoder(projector, MLPEncoder(cfg.projection_dim, cfg.latent_dim, tuple(cfg.hidden)))
+    context = 2 * cfg.latent_dim if cfg.flow_context else None
+    flows = {m.name: maf(cfg.latent_dim, cfg.flow_blocks, cfg.flow_hidden, context_features=context) for m in modalities}
+    return JNF(modalities, cfg.latent_dim, joint_encoder, flows)
 
 
 def build_objective(cfg: RunConfig):
@@ -164,6 +237,8 @@ def build_objective(cfg: RunConfig):
         return MMVAEPlusObjective(cfg.num_importance_samples, cfg.estimator, detach=cfg.dreg_detach)
     if cfg.model == "telbo":
         return JointELBOStage()
+    if cfg.model in ("jnf", "jnf_shared"):
+        return JointELBOStage("JNF")
     return SharedELBO(cfg.rate_mode, rate_scale="modalities" if cfg.model in MMVM_BASELINES else 1.0)
 
 
@@ -180,7 +255,14 @@ def build_schedules(cfg: RunConfig, steps_per_epoch: int) -> dict[str, Any]:
 
 
 def build_stages(cfg: RunConfig, model) -> list[Stage] | None:
-    """TELBO's two stages (joint ELBO, then the unimodal encoders with all else frozen); None otherwise."""
+    """TELBO's two stages (joint ELBO, then the unimodal encoders with all else frozen), JNF's (joint ELBO,
+    then the flow posteriors) and JNF-Shared's (projectors first: DCCA or InfoNCE); None otherwise."""
+    if cfg.model in ("jnf", "jnf_shared"):
+        projector_epochs, joint_epochs, flow_epochs = cfg.jnf_stage_epochs
+        if cfg.model == "jnf":
+            return jnf_stages(model, joint_epochs, flow_epochs)
+        projector = DCCAObjective() if cfg.projector_objective == "dcca" else InfoNCEObjective(cfg.temperature)
+        return jnf_stages(model, joint_epochs, flow_epochs, projector, projector_epochs)
     if cfg.model != "telbo":
         return None
     second = cfg.second_stage_epochs or cfg.epochs // 2
@@ -188,8 +270,13 @@ def build_stages(cfg: RunConfig, model) -> list[Stage] | None:
 
 
 def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, resume: bool = True):
-    """Train the model of ``cfg`` in ``run_dir``; returns (model, history, train, test)."""
+    """Train the model of ``cfg`` in ``run_dir``; returns (model, history, train, test).
+
+    With ``val_fraction`` > 0 that part of the training split is held out for the per-epoch validation loss
+    (and ``restore_best``); the returned train set is the rest.
+    """
     train_set, test_set = load_data(cfg)
+    train_set, val_set = split_validation(train_set, cfg.val_fraction, cfg.seed)
     model = build_model(cfg, train_set.event_shapes)
     trainer = Trainer(
         model,
@@ -206,9 +293,10 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, resume:
         resume=resume,
         progress=progress,
         on_nonfinite=cfg.on_nonfinite,
+        restore_best=cfg.restore_best,
         config={"run": cfg.to_dict()},
     )
-    history = trainer.fit(train_set)
+    history = trainer.fit(train_set, val_set)
     return model, history, train_set, test_set
 
 
@@ -227,16 +315,24 @@ def evaluate_run(model: MultimodalVAE | SharedLatentVAE, train_set, test_set, cf
     run_dir = Path(run_dir)
     cache_dir, key = classifier_cache(cfg)
     clf_train, clf_test = load_data(
-        cfg.replace(train_limit=cfg.classifier_train_limit, test_limit=None, keep_probability=1.0, train_complete_only=False)
+        cfg.replace(train_limit=cfg.classifier_train_limit, test_limit=None, keep_probability=1.0, train_complete_only=False,
+                    sound_missing_max=0.0)
     )
     classifiers, clf_acc = train_modality_classifiers(
-        clf_train, clf_test, epochs=cfg.classifier_epochs, device=cfg.device, seed=0, cache_dir=cache_dir, cache_key=key
+        clf_train, clf_test, epochs=cfg.classifier_epochs, device=cfg.device, seed=0, cache_dir=cache_dir, cache_key=key,
+        spectrograms=[name for name in clf_train.modalities if (cfg.dataset, name) in SPECTROGRAM_MODALITIES],
     )
     device = torch.device(cfg.device)
     model.to(device)
     generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
     results = evaluate(
-        model, train_set.to(device), test_set.to(device), classifiers, num_train=cfg.eval_num_train, generator=generator
+        model,
+        train_set.to(device),
+        test_set.to(device),
+        classifiers,
+        num_train=cfg.eval_num_train,
+        generator=generator,
+        latent_sampler=cfg.latent_sampler,
     )
     results["classifier_accuracy"] = clf_acc
     results["config"] = cfg.to_dict()

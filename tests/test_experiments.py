@@ -34,3 +34,14 @@ def test_experiment_configs_are_valid(capsys, script, extra, runs, mode):
         assert len(lines) == 7 * betas and lines[-1].startswith("mmvae_plus")
     else:
         assert lines == runs
+
+
+@pytest.mark.parametrize(
+    "mode, betas",
+    [("--quick", ["0.0001", "0.01"]), ("--paper", ["1e-05", "0.0001", "0.001", "0.0025", "0.005", "0.01"])],
+)
+def test_rats_experiment_configs_are_valid(capsys, mode, betas):
+    load("rats").main([mode, "--dry-run", "--all-methods"])
+    lines = [line for line in capsys.readouterr().out.split("\n") if line]
+    models = ["independent", "avg", "poe", "mopoe", "mmvm"]
+    assert lines == [f"{m}_beta{b}_seed0" for m in models for b in betas]

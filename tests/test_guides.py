@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pyro
 import pytest
 import torch
@@ -43,7 +44,32 @@ def _check_custom_prior(ns: dict) -> None:
     assert not Path(ns["RUN_ROOT"]).exists(), "the guide should remove its run directories"
 
 
-CHECKS: dict[str, Callable[[dict], None]] = {"custom_prior.md": _check_custom_prior}
+def _check_inspect_subset_posteriors(ns: dict) -> None:
+    idata, batch, dim = ns["idata"], ns["batch"], ns["LATENT_DIM"]
+    assert set(idata.groups()) == {"posterior", "sample_stats"}
+    assert idata.posterior["z"].shape == (4, 100, dim)
+    assert {"diverging", "step_size", "tree_depth", "n_steps", "energy", "acceptance_rate"} <= set(
+        idata.sample_stats.data_vars
+    )
+    assert not idata.sample_stats["diverging"].any()
+    assert ns["nuts_rhat"] < 1.05 and ns["nuts_min_ess"] > 100
+    assert abs(ns["mean_error"]).max() < 5, "NUTS means are not within 5 mcse of the closed form"
+    assert ns["batched_rhat"] < 1.05
+    assert ns["batched_idata"].posterior["z"].shape[2:] == (batch.batch_size, dim)
+    figures = {"nuts_trace.png", "nuts_energy.png", "nuts_rank.png"}
+    assert figures <= set(ns["saved_figures"]) and all(size > 0 for size in ns["saved_figures"].values())
+    assert set(ns["khat"]) == {"PoE q(z | x_m0, x_m1)", "unimodal q(z | x_m0)", "SVI guide q(z | X)"}
+    for values in ns["khat"].values():
+        assert values.shape == (batch.batch_size,) and np.isfinite(values).all()
+    assert ns["svi_idata"].posterior["z"].shape == (1, 1000, batch.batch_size, dim)
+    assert ns["round_trip_ok"] is True
+    assert not Path(ns["OUT"]).exists(), "the guide should remove its output directory"
+
+
+CHECKS: dict[str, Callable[[dict], None]] = {
+    "custom_prior.md": _check_custom_prior,
+    "inspect_subset_posteriors.md": _check_inspect_subset_posteriors,
+}
 
 
 def test_block_extraction_keeps_only_python_blocks_in_order():

@@ -86,6 +86,26 @@ def drop_by_label(
     return _masked(dataset, _restore_empty(before, after, rng), record)
 
 
+def drop_increasing_with_label(
+    dataset: MultimodalDataset, modality: str, max_probability: float, *, num_classes: int | None = None, seed: int = 0
+) -> MultimodalDataset:
+    """Missing not at random, more often for larger labels (as in MultiVae's incomplete MHD study):
+    :func:`drop_by_label` with p_y = ``max_probability`` · y / (C − 1) for labels y = 0..C−1, so class 0 always
+    keeps ``modality`` and class C − 1 loses it with probability ``max_probability``.
+
+    C is ``num_classes``, by default 1 + the largest label.
+    """
+    if not 0.0 <= max_probability <= 1.0:
+        raise ValueError(f"max_probability must lie in [0, 1], got {max_probability}")
+    if dataset.labels is None or dataset.labels.dim() != 1 or dataset.labels.is_floating_point():
+        raise ValueError("drop_increasing_with_label needs (N,) integer class labels")
+    classes = int(dataset.labels.max()) + 1 if num_classes is None else num_classes
+    if classes < 2:
+        raise ValueError(f"drop_increasing_with_label needs at least 2 classes, got {classes}")
+    probabilities = max_probability * np.arange(classes) / (classes - 1)
+    return drop_by_label(dataset, modality, probabilities.tolist(), seed=seed)
+
+
 def complete_only(dataset: MultimodalDataset) -> MultimodalDataset:
     """The samples observing every modality, without a mask (the "complete samples only" training paradigm)."""
     masks = list(dataset.mask.values()) if dataset.mask else []

@@ -12,6 +12,7 @@ from pyromm.evaluation.subsets import coherence_by_num_inputs, joint_coherence
 from pyromm.evaluation.classifiers import classifier_accuracy, train_modality_classifiers
 from pyromm.evaluation.coherence import coherence
 from pyromm.evaluation.latent import encoder_means, latent_classification
+from pyromm.evaluation.latent_samplers import fit_latent_sampler, training_latents
 from pyromm.evaluation.plots import plot_conditional_grid, plot_latent_scatter, plot_tradeoff
 from pyromm.evaluation.reconstruction import distribution_mean, reconstruction_error
 
@@ -25,6 +26,8 @@ __all__ = [
     "classifier_accuracy",
     "latent_classification",
     "encoder_means",
+    "fit_latent_sampler",
+    "training_latents",
     "coherence",
     "reconstruction_error",
     "distribution_mean",
@@ -45,12 +48,16 @@ def evaluate(
     generator: torch.Generator | None = None,
     joint_samples: int = 1000,
     likelihood_samples: int = 0,
+    latent_sampler: str | None = None,
 ) -> dict:
     """All metrics plus summary scalars: ``latent_acc_mean`` = mean_m latent accuracy, ``coherence_cross_mean``
     = mean over source ≠ target coherence, ``rec_nll`` = Σ_m weighted joint-reconstruction NLL,
     ``rec_mse`` = mean_m joint-reconstruction MSE. Coherence by number of inputs is computed for M > 2,
     joint coherence from ``joint_samples`` prior draws (models with ``sample_prior``), k-means accuracy on
-    latent means, and the importance-sampled log p(X) with ``likelihood_samples`` samples when > 0."""
+    latent means, and the importance-sampled log p(X) with ``likelihood_samples`` samples when > 0.
+    With ``latent_sampler`` (``'gmm'`` or ``'maf'``), ``joint_coherence_sampler`` is the joint coherence of
+    ``joint_samples`` draws of that sampler fitted on the latents of the first ``num_train`` training samples
+    (``fit_latent_sampler``): the only joint coherence of models without an unconditional prior (MMVM VAE)."""
     latent = latent_classification(model, train, test, num_train=num_train, batch_size=batch_size)
     coherent = coherence(model, test, classifiers, batch_size=batch_size, generator=generator)
     reconstruction = reconstruction_error(model, test, batch_size=batch_size, generator=generator)
@@ -64,7 +71,7 @@ def evaluate(
         if likelihood_samples > 0
         else None
     )
-    return {
+    results = {
         "latent": latent,
         "coherence": coherent,
         "coherence_by_num_inputs": by_inputs,
@@ -76,5 +83,15 @@ def evaluate(
         "coherence_cross_mean": coherent["cross"],
         "rec_nll": reconstruction["joint"]["nll_sum"],
         "rec_mse": reconstruction["joint"]["mse_mean"],
+        "latent_sampler": latent_sampler,
+        "joint_coherence_sampler": None,
     }
+    if latent_sampler is not None:
+        sampler = fit_latent_sampler(
+            model, train, latent_sampler, num_train=num_train, batch_size=batch_size, generator=generator
+        )
+        results["joint_coherence_sampler"] = joint_coherence(
+            model, classifiers, joint_samples, sampler=sampler, batch_size=batch_size, generator=generator
+        )
+    return results
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -88,11 +88,13 @@ def train_modality_classifiers(
     seed: int,
     cache_dir: str | Path | None = None,
     cache_key: str | None = None,
+    spectrograms: Sequence[str] = (),
 ) -> tuple[dict[str, nn.Module], dict[str, float]]:
     """One classifier per modality, trained on the observed samples of that modality with their labels.
 
-    Architecture: ``classifier_for(event_shape, num_classes, input_classes)`` — integer (class-index) data get an
-    MLP on one-hot inputs, (C, H, W) data an ImageClassifier, anything else an MLP on the flattened values.
+    Architecture: ``classifier_for(event_shape, num_classes, input_classes, spectrogram)`` — the modalities named in
+    ``spectrograms`` ((1, F, T) data) get a SpectrogramClassifier, integer (class-index) data an MLP on one-hot
+    inputs, (C, H, W) data an ImageClassifier, anything else an MLP on the flattened values.
 
     With ``cache_dir`` the weights are saved to ``classifier_<name>.pt`` (a state dict) next to a JSON sidecar
     ``classifier_<name>.json`` holding the architecture, the test accuracy and ``cache_key``; a later call with the
@@ -108,7 +110,9 @@ def train_modality_classifiers(
     for index, (name, event_shape) in enumerate(dataset_train.event_shapes.items()):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed + index)
-            classifier = classifier_for(event_shape, num_classes, _input_classes(dataset_train, dataset_test, name))
+            classifier = classifier_for(
+                event_shape, num_classes, _input_classes(dataset_train, dataset_test, name), name in spectrograms
+            )
         classifier.to(device)
         loaded = _load_cached(classifier, cache, name, cache_key, device)
         if loaded is not None:

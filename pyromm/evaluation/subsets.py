@@ -11,6 +11,7 @@ from torch import nn
 from pyromm.data.dataset import MultimodalDataset
 from pyromm.evaluation.classifiers import evaluating
 from pyromm.evaluation.coherence import generation_accuracy, pair_key
+from pyromm.evaluation.latent_samplers import LatentSampler, decoder_latents
 from pyromm.evaluation.reconstruction import distribution_mean, seeded
 
 
@@ -51,17 +52,20 @@ def joint_coherence(
     classifiers: Mapping[str, nn.Module],
     num_samples: int,
     *,
+    sampler: LatentSampler | None = None,
     batch_size: int = 256,
     generator: torch.Generator | None = None,
 ) -> float | None:
-    """Fraction of prior samples whose generated modalities all get the same class.
+    """Fraction of unconditional samples whose generated modalities all get the same class.
 
-    z_j ~ p(z) (``model.sample_prior(n) -> (n, D)``), x̂_m = E[p(x_m | z_j)] for every modality m;
-    joint coherence = mean_j [argmax f_m(x̂_m) is the same for all m]. None when the model has no unconditional
-    prior sampler (``sample_prior``), e.g. models with data-dependent priors such as the MMVM VAE.
+    z_j ~ p(z) (``model.sample_prior(n) -> (n, D)``), or z_j ~ ``sampler.sample(n)`` when a latent sampler fitted
+    on training latents is given (``fit_latent_sampler``); x̂_m = E[p(x_m | z_j,m)] for every modality m, with
+    z_j,m the latent decoder m takes (``decoder_latents``: slice m of [z_1; …; z_M] for one latent per modality);
+    joint coherence = mean_j [argmax f_m(x̂_m) is the same for all m]. None without a sampler when the model has
+    no unconditional prior (``sample_prior``), e.g. models with data-dependent priors such as the MMVM VAE.
     """
-    sample_prior = getattr(model, "sample_prior", None)
-    if sample_prior is None:
+    sample = getattr(model, "sample_prior", None) if sampler is None else sampler.sample
+    if sample is None:
         return None
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
@@ -71,11 +75,12 @@ def joint_coherence(
     with ExitStack() as stack:
         for module in (model, *classifiers.values()):
             stack.enter_context(evaluating(module))
-        stack.enter_context(seeded(generator, module_device(model)))
+        device = module_device(model)
+        stack.enter_context(seeded(generator, device))
         for start in range(0, num_samples, batch_size):
-            z = sample_prior(min(batch_size, num_samples - start))
+            latents = decoder_latents(model, sample(min(batch_size, num_samples - start)).to(device))
             predicted = torch.stack(
-                [classifiers[name](distribution_mean(model.decode(name, z))).argmax(-1) for name in names]
+                [classifiers[name](distribution_mean(model.decode(name, latents[name]))).argmax(-1) for name in names]
             )
             agree += int((predicted == predicted[0]).all(0).sum())
     return agree / num_samples

@@ -54,10 +54,15 @@ class JointELBOStage:
     r"""TELBO stage 1, the joint ELBO on the joint encoder, z ~ q(z | X):
 
     loss = 1/B Σ_b [ Σ_m w_m (−log p(x_m | z)) + β KL(q(z|X) ‖ N(0, I)) ].
+
+    Also JNF's first stage; ``model_name`` is the one incomplete-batch errors name.
     """
 
+    def __init__(self, model_name: str = "TELBO") -> None:
+        self.model_name = model_name
+
     def __call__(self, model: JointEncoderVAE, batch: MultimodalBatch, hyper: Mapping[str, float]) -> ObjectiveOutput:
-        model.require_complete(batch, "TELBO")
+        model.require_complete(batch, self.model_name)
         q = model.joint_posterior(batch)
         rec = reconstruction(model, batch, q.rsample(), model.modality_names)
         kl = analytic_kl(q, model.prior(batch))

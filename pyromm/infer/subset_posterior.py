@@ -5,8 +5,9 @@ The target of a subset S of modalities is
     log π_S(z) = Σ_{m∈S} log q_m(z | x_m) − c · log p(z),
 
 with c = |S| − 1 (``prior_power='subset'``, the product of experts: if q_m(z | x_m) ∝ p(x_m | z) p(z) and
-the modalities are conditionally independent given z, π_S ∝ p(z | x_S)) or c = 1 (``prior_power='once'``, the
-reference JNF code, which divides by the prior once whatever |S|, ALGORITHMS.md §3.4). Both agree for |S| = 2.
+the modalities are conditionally independent given z, π_S ∝ p(z | x_S)), c = 1 (``prior_power='once'``, the
+reference JNF code, which divides by the prior once whatever |S|, ALGORITHMS.md §3.4; both agree for |S| = 2)
+or c = 0 (``prior_power='none'``, the product of the experts alone: JMVAE's analytic subset rule).
 
 Every member log q_m is a closure over encoder outputs computed once (``from_posteriors`` / ``from_model``),
 so a gradient step of a sampler evaluates densities only and never re-runs an encoder. A target holds B
@@ -26,7 +27,7 @@ from torch.distributions import Distribution, Independent, Normal
 from pyromm.data.batch import MultimodalBatch
 from pyromm.models.base import check_subset
 
-PRIOR_POWERS = ("subset", "once")
+PRIOR_POWERS = ("subset", "once", "none")
 
 LogDensity = Callable[[Tensor], Tensor]
 
@@ -53,7 +54,8 @@ class SubsetTarget:
             target dimension as ``Distribution.log_prob`` does; a mapping names them (used in error messages).
         prior: p(z), a distribution with event shape ``(D,)`` (batch shape ``()`` or ``(B,)``) or a log-density
             callable with the members' signature.
-        prior_power: ``'subset'`` (c = |S| − 1, the product of experts) or ``'once'`` (c = 1, the JNF reference).
+        prior_power: ``'subset'`` (c = |S| − 1, the product of experts), ``'once'`` (c = 1, the JNF reference)
+            or ``'none'`` (c = 0, the experts' product without the prior).
     """
 
     def __init__(
@@ -115,7 +117,7 @@ class SubsetTarget:
     @property
     def prior_exponent(self) -> int:
         """c in log π_S = Σ log q_m − c · log p."""
-        return len(self.members) - 1 if self.prior_power == "subset" else 1
+        return {"subset": len(self.members) - 1, "once": 1, "none": 0}[self.prior_power]
 
     def terms(self, z: Tensor) -> dict[str, Tensor]:
         """Each member's log q_m(z | x_m) and log p(z) (not yet multiplied by −c), keyed by a readable name."""

@@ -1,5 +1,6 @@
 """Multimodal VAE models as Pyro programs with encoder guides."""
 from pyromm.models.joint_encoder import EncoderHead, JointEncoder, JointEncoderVAE
+from pyromm.models.jnf import JNF, ProjectedEncoder, UnimodalFlowPosterior
 from pyromm.models.mmvae import MMVAE, MMVAEObjective
 from pyromm.models.mmvae_plus import MMVAEPlus, MMVAEPlusObjective
 from pyromm.models.modality import Modality
@@ -15,6 +16,9 @@ __all__ = [
     "EncoderHead",
     "JointEncoder",
     "JointEncoderVAE",
+    "JNF",
+    "ProjectedEncoder",
+    "UnimodalFlowPosterior",
     "AGGREGATIONS",
     "SharedLatentVAE",
     "Modality", "MultimodalVAE", "independent_vaes", "mmvm_vae", "MMVMPrior", "standard_normal"]

@@ -1,7 +1,7 @@
 """A joint encoder q(z | X) next to the unimodal encoders q_m(z | x_m): the model of JMVAE and TELBO."""
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 import pyro.distributions as dist
@@ -78,10 +78,21 @@ class JointEncoderVAE(SharedLatentVAE):
     that sample observes: |S| = M → q(z | X) of the joint encoder; |S| = 1 → q_m(z | x_m); otherwise the
     analytic product of the unimodal Gaussians without prior expert, 1/σ² = Σ_{m∈S} 1/σ_m²,
     μ = σ² Σ_{m∈S} μ_m/σ_m². Training needs complete batches (:meth:`require_complete`).
+
+    ``subset_inference``: ``'poe'`` (that rule), ``'hmc'`` (for 1 < |S| < M, :meth:`infer` returns HMC draws of
+    π_S ∝ Π_{m∈S} q_m(z | x_m), ``pyromm.infer.subset_sampling.SubsetHMC()``), or a sampler
+    ``(model, batch, subset) -> distribution`` such as a configured ``SubsetHMC``.
     """
 
-    def __init__(self, modalities: Sequence[Modality], latent_dim: int, joint_encoder: JointEncoder) -> None:
+    def __init__(
+        self,
+        modalities: Sequence[Modality],
+        latent_dim: int,
+        joint_encoder: JointEncoder,
+        subset_inference: str | Callable = "poe",
+    ) -> None:
         super().__init__(modalities, latent_dim, "poe")
+        self.subset_sampler = subset_sampler(subset_inference)
         if set(joint_encoder.heads) != set(self.modalities):
             raise ValueError(
                 f"joint encoder heads {sorted(joint_encoder.heads)} do not match the modalities {self.modality_names}"
@@ -133,6 +144,14 @@ class JointEncoderVAE(SharedLatentVAE):
         scale = torch.where(keep, joint.scale, product.base_dist.scale)
         return dist.Normal(loc, scale, validate_args=False).to_event(1)
 
+    def infer(self, batch: MultimodalBatch, subset: Sequence[str]) -> dist.TorchDistribution:
+        """q(z | X_S) by the JMVAE rule; for 1 < |S| < M the subset sampler's draws when one was requested
+        (then every sample must observe all of S)."""
+        subset = check_subset(subset, self.modality_names)
+        if self.subset_sampler is not None and 1 < len(subset) < len(self.modality_names):
+            return self.subset_sampler(self, batch.select(subset), subset)
+        return super().infer(batch, subset)
+
     def guide(self, batch: MultimodalBatch, hyper: Mapping[str, float] | None = None) -> None:
         """Pyro guide: z ~ q(z | X) of the joint encoder, scaled by β; complete batches only."""
         self.require_complete(batch)
@@ -140,4 +159,18 @@ class JointEncoderVAE(SharedLatentVAE):
 
     def config(self) -> dict:
         encoder = {"embedding_dims": self.joint_encoder.embedding_dims, "hidden": self.joint_encoder.hidden}
-        return {**super().config(), "joint_encoder": encoder}
+        inference = "poe" if self.subset_sampler is None else repr(self.subset_sampler)
+        return {**super().config(), "joint_encoder": encoder, "subset_inference": inference}
+
+
+def subset_sampler(subset_inference: str | Callable) -> Callable | None:
+    """The sampler behind ``subset_inference``: None for ``'poe'``, ``SubsetHMC()`` for ``'hmc'``, else itself."""
+    if callable(subset_inference):
+        return subset_inference
+    if subset_inference == "poe":
+        return None
+    if subset_inference == "hmc":
+        from pyromm.infer.subset_sampling import SubsetHMC  # imported here: pyromm.infer imports this module
+
+        return SubsetHMC()
+    raise ValueError(f"subset_inference must be 'poe', 'hmc' or a sampler, got {subset_inference!r}")

@@ -1,5 +1,5 @@
 """Encoder and decoder networks following the contract of ``docs/architecture.md``."""
-from pyromm.nn.mlp import MLPDecoder, MLPEncoder
+from pyromm.nn.mlp import MLPDecoder, MLPEncoder, MLPProjector
 from pyromm.nn.polymnist import (
     PolyMNISTConvDecoder,
     PolyMNISTConvEncoder,
@@ -7,13 +7,17 @@ from pyromm.nn.polymnist import (
     PolyMNISTResNetEncoder,
     ResidualBlock,
 )
+from pyromm.nn.spectrogram import SpectrogramConvDecoder, SpectrogramConvEncoder
 
 __all__ = [
     "MLPEncoder",
     "MLPDecoder",
+    "MLPProjector",
     "PolyMNISTResNetEncoder",
     "PolyMNISTResNetDecoder",
     "PolyMNISTConvEncoder",
     "PolyMNISTConvDecoder",
     "ResidualBlock",
+    "SpectrogramConvEncoder",
+    "SpectrogramConvDecoder",
 ]

@@ -87,13 +87,50 @@ class MLPClassifier(nn.Module):
         return {"type": type(self).__name__, **self.args}
 
 
-CLASSIFIERS = {cls.__name__: cls for cls in (ImageClassifier, MLPClassifier)}
+class SpectrogramClassifier(nn.Module):
+    """Spectrograms ``(N, 1, F, T)``: the F bins are the channels of [conv1d (kernel 5) → ReLU → maxpool2] over
+    time per entry of ``channels``, then the maximum over time (shift-invariant) and a 2-layer MLP head."""
+
+    def __init__(
+        self, num_bins: int, num_classes: int = 10, channels: Sequence[int] = (64, 128), hidden: int = 128
+    ) -> None:
+        super().__init__()
+        self.args = {
+            "num_bins": int(num_bins),
+            "num_classes": int(num_classes),
+            "channels": [int(c) for c in channels],
+            "hidden": int(hidden),
+        }
+        layers: list[nn.Module] = []
+        previous = num_bins
+        for out in channels:
+            layers += [nn.Conv1d(previous, out, kernel_size=5, padding=2), nn.ReLU(), nn.MaxPool1d(2)]
+            previous = out
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Linear(previous, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x.float().squeeze(1)).amax(-1))
+
+    def config(self) -> dict:
+        """Constructor arguments (JSON-able) that rebuild this architecture."""
+        return {"type": type(self).__name__, **self.args}
 
 
-def classifier_for(event_shape: Sequence[int], num_classes: int, input_classes: int | None = None) -> nn.Module:
-    """An MLPClassifier on one-hot inputs for integer data with ``input_classes`` categories, an ImageClassifier
-    for ``(C, H, W)`` events large enough to pool, an MLPClassifier on the flattened data otherwise."""
+CLASSIFIERS = {cls.__name__: cls for cls in (ImageClassifier, MLPClassifier, SpectrogramClassifier)}
+
+
+def classifier_for(
+    event_shape: Sequence[int], num_classes: int, input_classes: int | None = None, spectrogram: bool = False
+) -> nn.Module:
+    """A SpectrogramClassifier for ``spectrogram`` data ``(1, F, T)``, an MLPClassifier on one-hot inputs for
+    integer data with ``input_classes`` categories, an ImageClassifier for ``(C, H, W)`` events large enough to
+    pool, an MLPClassifier on the flattened data otherwise."""
     event_shape = tuple(int(s) for s in event_shape)
+    if spectrogram:
+        if len(event_shape) != 3 or event_shape[0] != 1:
+            raise ValueError(f"a spectrogram classifier needs event shape (1, F, T), got {event_shape}")
+        return SpectrogramClassifier(event_shape[1], num_classes)
     if input_classes is None and len(event_shape) == 3 and min(event_shape[1:]) >= 4:
         return ImageClassifier(event_shape[0], event_shape[1:], num_classes)
     return MLPClassifier(math.prod(event_shape), num_classes, input_classes=input_classes)

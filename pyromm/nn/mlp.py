@@ -74,3 +74,29 @@ class MLPDecoder(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         return self.out(self.body(z)).reshape(z.shape[0], *self.out_shape)
+
+
+class MLPProjector(nn.Module):
+    """Flattens ``x: (N, *event_shape)`` and maps it to an embedding ``(N, out_features)``, g(x) = W h(x) + b.
+
+    With ``normalize`` the embedding is scaled to unit L2 norm, g(x) / ‖g(x)‖ (contrastive projectors).
+    """
+
+    def __init__(
+        self,
+        event_shape: int | Sequence[int],
+        out_features: int,
+        hidden: Sequence[int] = (256, 256),
+        activation: type[nn.Module] = nn.ReLU,
+        normalize: bool = False,
+    ) -> None:
+        super().__init__()
+        self.event_shape = _as_shape(event_shape)
+        in_features = math.prod(self.event_shape)
+        self.body = _mlp([in_features, *hidden], activation)
+        self.out = nn.Linear(hidden[-1] if hidden else in_features, out_features)
+        self.normalize = normalize
+
+    def forward(self, x: Tensor) -> Tensor:
+        g = self.out(self.body(x.reshape(x.shape[0], -1)))
+        return F.normalize(g, dim=-1) if self.normalize else g

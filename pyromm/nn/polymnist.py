@@ -1,4 +1,4 @@
-"""Encoders and decoders for PolyMNIST images ``(3, 28, 28)``.
+"""Encoders and decoders for PolyMNIST images ``(3, 28, 28)`` (``in_channels``/``out_channels`` = 1: MNIST).
 
 ``PolyMNISTResNet*`` follow the ResNet networks used for PolyMNIST in the MMVM VAE paper (Appendix B.4:
 "the same architectures as in Daunhawer et al. 2022"), as in ``ResnetEncoder`` / ``ResnetDecoder`` of
@@ -43,12 +43,12 @@ class ResidualBlock(nn.Module):
 
 
 class PolyMNISTResNetEncoder(nn.Module):
-    """ResNet encoder ``(N, 3, 28, 28) -> (loc, log_var)``, each ``(N, latent_dim)``."""
+    """ResNet encoder ``(N, in_channels, 28, 28) -> (loc, log_var)``, each ``(N, latent_dim)``."""
 
-    def __init__(self, latent_dim: int = 512) -> None:
+    def __init__(self, latent_dim: int = 512, in_channels: int = 3) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 64, 3, padding=1),
+            nn.Conv2d(in_channels, 64, 3, padding=1),
             ResidualBlock(64, 64),
             nn.AvgPool2d(3, stride=2, padding=1),
             ResidualBlock(64, 128),
@@ -65,9 +65,9 @@ class PolyMNISTResNetEncoder(nn.Module):
 
 
 class PolyMNISTResNetDecoder(nn.Module):
-    """ResNet decoder ``(N, latent_dim) -> (N, 3, 28, 28)`` unconstrained image parameters."""
+    """ResNet decoder ``(N, latent_dim) -> (N, out_channels, 28, 28)`` unconstrained image parameters."""
 
-    def __init__(self, latent_dim: int = 512) -> None:
+    def __init__(self, latent_dim: int = 512, out_channels: int = 3) -> None:
         super().__init__()
         self.net = nn.Sequential(
             nn.Linear(latent_dim, 256 * 7 * 7),
@@ -78,7 +78,7 @@ class PolyMNISTResNetDecoder(nn.Module):
             nn.Upsample(scale_factor=2),
             ResidualBlock(64, 64),
             nn.LeakyReLU(_SLOPE),
-            nn.Conv2d(64, 3, 3, padding=1),
+            nn.Conv2d(64, out_channels, 3, padding=1),
         )
 
     def forward(self, z: Tensor) -> Tensor:
@@ -86,12 +86,13 @@ class PolyMNISTResNetDecoder(nn.Module):
 
 
 class PolyMNISTConvEncoder(nn.Module):
-    """Light conv encoder: three stride-2 convs (28 -> 14 -> 7 -> 4), a linear layer, two heads."""
+    """Light conv encoder of ``(N, in_channels, 28, 28)``: three stride-2 convs (28 -> 14 -> 7 -> 4), a linear
+    layer, two heads."""
 
-    def __init__(self, latent_dim: int = 512) -> None:
+    def __init__(self, latent_dim: int = 512, in_channels: int = 3) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 32, 3, stride=2, padding=1),
+            nn.Conv2d(in_channels, 32, 3, stride=2, padding=1),
             nn.ReLU(),
             nn.Conv2d(32, 64, 3, stride=2, padding=1),
             nn.ReLU(),
@@ -110,9 +111,10 @@ class PolyMNISTConvEncoder(nn.Module):
 
 
 class PolyMNISTConvDecoder(nn.Module):
-    """Light conv decoder: a linear layer and three stride-2 transposed convs (4 -> 7 -> 14 -> 28)."""
+    """Light conv decoder to ``(N, out_channels, 28, 28)``: a linear layer and three stride-2 transposed convs
+    (4 -> 7 -> 14 -> 28)."""
 
-    def __init__(self, latent_dim: int = 512) -> None:
+    def __init__(self, latent_dim: int = 512, out_channels: int = 3) -> None:
         super().__init__()
         self.net = nn.Sequential(
             nn.Linear(latent_dim, 128 * 4 * 4),
@@ -122,7 +124,7 @@ class PolyMNISTConvDecoder(nn.Module):
             nn.ReLU(),
             nn.ConvTranspose2d(64, 32, 3, stride=2, padding=1, output_padding=1),
             nn.ReLU(),
-            nn.ConvTranspose2d(32, 3, 3, stride=2, padding=1, output_padding=1),
+            nn.ConvTranspose2d(32, out_channels, 3, stride=2, padding=1, output_padding=1),
         )
 
     def forward(self, z: Tensor) -> Tensor:

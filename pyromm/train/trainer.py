@@ -9,6 +9,11 @@ Checkpoints, ``config.json`` and per-epoch metrics go to ``run_dir``; with ``res
 its newest readable checkpoint (a truncated or corrupt newest one is set aside with a warning) and, on CPU,
 ends bit-identical to an uninterrupted run.
 
+With ``restore_best`` and a validation set, the parameters of the epoch with the lowest ``val/loss`` of each
+stage are loaded back when the stage ends (before the next stage starts, and at the end of the run), as
+MultiVae's multistage trainer does; the row of that last epoch records ``best_epoch``. The best state so far
+is part of every checkpoint, so a resumed run restores the same parameters.
+
 SIGTERM or SIGINT during ``fit`` (with a ``run_dir``, in the main thread) lets the current step finish,
 writes a checkpoint of it and raises ``SystemExit(128 + signum)`` or ``KeyboardInterrupt``. Mid-epoch, that
 checkpoint (``epoch-EEEEE-batch-BBBBBB.pt``) records the batches done, their metric sums and the data-order
@@ -89,6 +94,9 @@ class Trainer:
     before any later checkpoint is written. ``"skip"`` skips the optimizer update of such a step (one host
     sync per step, to decide), leaves it out of the epoch's metrics and counts it in ``skipped_steps``; the
     step counter, and with it the schedules, still advances.
+
+    ``restore_best``: at the end of each stage, load the parameters the model had after the stage's epoch of
+    lowest finite validation loss (ties: the earliest); without a validation set nothing is restored.
     """
 
     sync_every: int = 20
@@ -116,6 +124,7 @@ class Trainer:
         config: Mapping[str, Any] | None = None,
         stages: Iterable[Stage] | None = None,
         on_nonfinite: str = "raise",
+        restore_best: bool = False,
     ) -> None:
         self.model = model
         self.objective = objective
@@ -142,6 +151,7 @@ class Trainer:
         if on_nonfinite not in NONFINITE_MODES:
             raise ValueError(f"on_nonfinite must be one of {NONFINITE_MODES}, got {on_nonfinite!r}")
         self.on_nonfinite = on_nonfinite
+        self.restore_best = restore_best
         self.user_config = dict(config or {})
         self.generator = torch.Generator()
         self.optimizer: Optimizer | None = None
@@ -151,6 +161,7 @@ class Trainer:
         self._params: list[nn.Parameter] = []
         self._param_names: list[str] = []
         self._progress: _Progress | None = None
+        self._best: dict[str, Any] | None = None
         self._stage_ends = [int(e) for e in np.cumsum([s.epochs for s in self.stages])]
 
     @property
@@ -169,6 +180,7 @@ class Trainer:
             "drop_last": self.drop_last,
             "grad_clip": self.grad_clip,
             "on_nonfinite": self.on_nonfinite,
+            "restore_best": self.restore_best,
             "checkpoint_every": self.checkpoint_every,
             "keep_last": self.keep_last,
             "stages": [
@@ -207,6 +219,7 @@ class Trainer:
         config_json = _to_json(self.run_config())
         self._seed()
         self.optimizer, self.epoch, self.step, self.stage_index, self._progress = None, 0, 0, 0, None
+        self._best = None
         initial = [(p, p.requires_grad) for p in model.parameters()]
         was_training = model.training
         history: list[dict[str, Any]] = []
@@ -226,6 +239,10 @@ class Trainer:
                             self._enter_stage(stage_index, initial)
                         row = self._run_epoch(epoch, train, val, stop, save)
                         self.epoch = epoch
+                        if self.restore_best:
+                            self._track_best(row)
+                            if epoch in self._stage_ends and self._best is not None:
+                                row["best_epoch"] = self._load_best()
                         history.append(row)
                         if log is not None:
                             log.append(row)
@@ -324,6 +341,7 @@ class Trainer:
         self.epoch, self.step = epoch, int(state["step"])
         restore_rng_state(state["rng"])
         self.generator.set_state(state["generator"].cpu())
+        self._best = state.get("best")
         self._progress = _Progress.from_state(batch, state["progress"], self.device) if batch else None
 
     def _state(self, config_json: str, progress: _Progress | None = None) -> dict[str, Any]:
@@ -340,7 +358,22 @@ class Trainer:
             "config": config_json,
             "batch": 0 if progress is None else progress.batches,
             "progress": None if progress is None else progress.state(),
+            "best": self._best,
         }
+
+    def _track_best(self, row: Mapping[str, Any]) -> None:
+        """Keep a copy of the model's state when the epoch's ``val/loss`` is finite and below the stage's best."""
+        loss = row.get("val/loss")
+        if loss is None or not math.isfinite(loss) or (self._best is not None and loss >= self._best["loss"]):
+            return
+        state = {name: t.detach().clone() for name, t in self.model.state_dict().items()}
+        self._best = {"epoch": int(row["epoch"]), "loss": float(loss), "model": state}
+
+    def _load_best(self) -> int:
+        """Load the stage's best state into the model, end the stage's tracking; return the epoch it came from."""
+        best, self._best = self._best, None
+        self.model.load_state_dict(best["model"])
+        return best["epoch"]
 
     def _hyper(self, epoch: int) -> dict[str, float]:
         return {name: float(schedule(self.step, epoch)) for name, schedule in self.schedules.items()}

@@ -1,0 +1,125 @@
+r"""Objectives that pretrain JNF-Shared's projectors g_m on complete batches (ALGORITHMS.md §3.5): deep CCA and
+pairwise InfoNCE, each summed over the unordered pairs of modalities.
+
+Both objectives read ``model.projectors`` (name → g_m) and need one projector per modality of the model.
+"""
+from __future__ import annotations
+
+import math
+from itertools import combinations
+from typing import Mapping
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from pyromm.data.batch import MultimodalBatch
+from pyromm.infer.objective import ObjectiveOutput
+
+
+def _inverse_sqrt(sigma: Tensor, eps: float) -> Tensor:
+    """Σ^{-1/2} = V diag(λ^{-1/2}) Vᵀ over the eigenvalues λ > ``eps`` (the others are dropped)."""
+    values, vectors = torch.linalg.eigh(sigma)
+    keep = values > eps
+    values, vectors = values[keep], vectors[:, keep]
+    return vectors @ torch.diag(values.rsqrt()) @ vectors.T
+
+
+def cca_loss(
+    h1: Tensor, h2: Tensor, r1: float = 1e-3, r2: float = 1e-3, top_k: int | None = None, eps: float = 1e-9
+) -> Tensor:
+    r"""Minus the total canonical correlation of two views ``h1 (N, o1)``, ``h2 (N, o2)``: −Σ_{i≤k} ρ_i.
+
+    On the centred views, Σ₁₂ = H̄₁ᵀH̄₂/(N−1), Σ₁₁ = H̄₁ᵀH̄₁/(N−1) + r₁I, Σ₂₂ = H̄₂ᵀH̄₂/(N−1) + r₂I and
+    T = Σ₁₁^{-1/2} Σ₁₂ Σ₂₂^{-1/2} (inverse square roots over the eigenvalues > ``eps``). ρ_i² are the eigenvalues
+    of TᵀT + r₁I clamped at ``eps`` (the reference DCCA adds r₁I there too), the ``top_k`` largest kept (all
+    by default). With r₁ = r₂ = 0 the ρ_i are the sample canonical correlations.
+    """
+    if h1.dim() != 2 or h2.dim() != 2 or h1.shape[0] != h2.shape[0] or h1.shape[0] < 2:
+        raise ValueError(
+            f"CCA needs two views (N, o1), (N, o2) with the same N >= 2, got {tuple(h1.shape)} and {tuple(h2.shape)}"
+        )
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
+    n = h1.shape[0]
+    h1, h2 = h1 - h1.mean(0), h2 - h2.mean(0)
+    sigma12 = h1.T @ h2 / (n - 1)
+    sigma11 = h1.T @ h1 / (n - 1) + r1 * torch.eye(h1.shape[1], dtype=h1.dtype, device=h1.device)
+    sigma22 = h2.T @ h2 / (n - 1) + r2 * torch.eye(h2.shape[1], dtype=h2.dtype, device=h2.device)
+    t = _inverse_sqrt(sigma11, eps) @ sigma12 @ _inverse_sqrt(sigma22, eps)
+    tt = t.T @ t + r1 * torch.eye(t.shape[1], dtype=t.dtype, device=t.device)
+    squared = torch.linalg.eigvalsh(tt).clamp_min(eps)
+    if top_k is not None:
+        squared = squared.topk(min(top_k, squared.shape[0])).values
+    return -squared.sqrt().sum()
+
+
+def info_nce_loss(e1: Tensor, e2: Tensor, temperature: float = 0.1) -> Tensor:
+    r"""Symmetric InfoNCE of paired embeddings ``e1, e2 (B, d)``, L2-normalised first.
+
+    With E = [ê₁; ê₂] (2B rows) and s_ab = ê_a·ê_b / τ, each anchor a's positive p(a) is the other view of
+    its sample and its candidates are all rows but itself:
+    loss = 1/(2B) Σ_a −log( exp(s_{a,p(a)}) / Σ_{k≠a} exp(s_{a,k}) ).
+    """
+    if e1.dim() != 2 or e1.shape != e2.shape:
+        raise ValueError(f"InfoNCE needs two embeddings of the same shape (B, d), got {tuple(e1.shape)}, {tuple(e2.shape)}")
+    b = e1.shape[0]
+    e = F.normalize(torch.cat([e1, e2]), dim=-1)
+    logits = (e @ e.T / temperature).masked_fill(torch.eye(2 * b, dtype=torch.bool, device=e.device), -math.inf)
+    positives = torch.arange(2 * b, device=e.device).roll(b)
+    return F.cross_entropy(logits, positives)
+
+
+def projections(model, batch: MultimodalBatch) -> dict[str, Tensor]:
+    """g_m(x_m) for every modality of ``model`` (at least two); ValueError naming a modality without projector,
+    missing from the batch or masked for some sample."""
+    if len(model.modality_names) < 2:
+        raise ValueError(f"projector pretraining pairs modalities; the model has only {model.modality_names}")
+    projectors = model.projectors
+    out = {}
+    for name in model.modality_names:
+        if name not in projectors:
+            raise ValueError(f"modality {name!r} has no projector; the model projects {sorted(projectors)}")
+        if name not in batch.data:
+            raise ValueError(f"projector pretraining needs complete batches: modality {name!r} is not in the batch")
+        observed = batch.observed(name)
+        if observed is not None and not bool(observed.all()):
+            raise ValueError(
+                f"projector pretraining needs complete batches: modality {name!r} is missing in "
+                f"{int((~observed).sum())} samples"
+            )
+        out[name] = projectors[name](batch.data[name])
+    return out
+
+
+def _pairwise(losses: Mapping[tuple[str, str], Tensor], prefix: str) -> ObjectiveOutput:
+    terms = {f"{prefix}/{a}-{b}": v.detach() for (a, b), v in losses.items()}
+    return ObjectiveOutput(sum(losses.values()), terms)
+
+
+class DCCAObjective:
+    r"""Deep CCA: loss = Σ_{m<m'} cca_loss(g_m(x_m), g_{m'}(x_{m'})) = −Σ_{pairs} Σ_i ρ_i (terms ``cca/<m>-<m'>``)."""
+
+    def __init__(self, r1: float = 1e-3, r2: float = 1e-3, top_k: int | None = None, eps: float = 1e-9) -> None:
+        if r1 < 0 or r2 < 0 or eps <= 0:
+            raise ValueError(f"DCCA needs r1, r2 >= 0 and eps > 0, got r1={r1}, r2={r2}, eps={eps}")
+        self.r1, self.r2, self.top_k, self.eps = float(r1), float(r2), top_k, float(eps)
+
+    def __call__(self, model, batch: MultimodalBatch, hyper: Mapping[str, float]) -> ObjectiveOutput:
+        g = projections(model, batch)
+        losses = {(a, b): cca_loss(g[a], g[b], self.r1, self.r2, self.top_k, self.eps) for a, b in combinations(g, 2)}
+        return _pairwise(losses, "cca")
+
+
+class InfoNCEObjective:
+    r"""Contrastive pretraining: loss = Σ_{m<m'} info_nce_loss(g_m(x_m), g_{m'}(x_{m'}), τ) (terms ``nce/<m>-<m'>``)."""
+
+    def __init__(self, temperature: float = 0.1) -> None:
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
+        self.temperature = float(temperature)
+
+    def __call__(self, model, batch: MultimodalBatch, hyper: Mapping[str, float]) -> ObjectiveOutput:
+        g = projections(model, batch)
+        losses = {(a, b): info_nce_loss(g[a], g[b], self.temperature) for a, b in combinations(g, 2)}
+        return _pairwise(losses, "nce")
