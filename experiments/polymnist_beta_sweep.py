@@ -3,6 +3,9 @@
     python experiments/polymnist_beta_sweep.py --quick            # 2-core CPU, minutes
     python experiments/polymnist_beta_sweep.py --paper --device cuda
     python experiments/polymnist_beta_sweep.py --quick --all-methods   # + AVG, PoE, MoE, MoPoE, MMVAE+
+    python experiments/polymnist_beta_sweep.py --quick --workers 2 --threads 1   # 2 runs at once
+    python experiments/polymnist_beta_sweep.py --paper --device cuda --launcher slurm --slurm-partition gpu
+    pyromm collect results/polymnist_beta_sweep    # the table and plots from whatever runs have finished
 
 The joint baselines are trained as the MMVM code trains them (no prior expert, rate β·M·KL).
 
@@ -11,7 +14,7 @@ and a run directory per (model, β) with checkpoints, metrics and plots.
 """
 from __future__ import annotations
 
-from pyromm.sweep import beta_sweep, experiment_config, experiment_parser
+from pyromm.sweep import beta_sweep, experiment_config, experiment_executor, experiment_parser
 
 QUICK = dict(
     network="conv", latent_dim=32, epochs=5, batch_size=128, lr=1e-3, train_limit=10000, test_limit=2000,
@@ -25,7 +28,7 @@ ALL_METHODS = ["independent", "mmvm", "avg", "poe", "moe", "mopoe", "mmvae_plus"
 
 
 def main(argv=None) -> None:
-    p = experiment_parser(__doc__.splitlines()[0], "results/polymnist_beta_sweep")
+    p = experiment_parser(__doc__.splitlines()[0], "results/polymnist_beta_sweep", launch=True)
     p.add_argument("--betas", type=float, nargs="+", help="override the β grid")
     p.add_argument("--models", nargs="+", default=["independent", "mmvm"])
     p.add_argument("--all-methods", action="store_true", help="the seven methods of the MMVM paper's Fig. 2")
@@ -43,7 +46,9 @@ def main(argv=None) -> None:
             for beta in betas:
                 print(base.replace(model=model, beta=float(beta), **overrides.get(model, {})).model, beta)
         return
-    rows = beta_sweep(base, models, betas, args.out, progress=not args.no_progress, overrides=overrides)
+    with experiment_executor(args) as executor:
+        rows = beta_sweep(base, models, betas, args.out, progress=not args.no_progress, overrides=overrides,
+                          executor=executor, threads=args.threads)
     print(f"{'model':<12}{'beta':>8}{'latent acc':>12}{'coherence':>11}{'rec NLL':>11}")
     for r in rows:
         print(f"{r['model']:<12}{r['beta']:>8g}{r['latent_acc']:>12.3f}{r['coherence']:>11.3f}{r['rec_error']:>11.1f}")

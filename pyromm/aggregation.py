@@ -21,6 +21,8 @@ from typing import Literal, Mapping, Sequence
 
 import torch
 import pyro.distributions as dist
+from pyro.distributions import constraints
+from pyro.distributions.util import is_validation_enabled
 from torch import Tensor
 
 from pyromm.distributions import DiagNormalMixture
@@ -72,14 +74,18 @@ class StratifiedMixture(DiagNormalMixture):
         u = u.expand(self.batch_shape).unsqueeze(-1).contiguous()
         return torch.searchsorted(cdf, u, right=True).squeeze(-1)
 
-    def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
-        """z = μ_k + σ_k ε with k from :meth:`component_index` and ε ~ N(0, I)."""
-        sample_shape = torch.Size(sample_shape)
-        index = self.component_index(sample_shape)
+    def component(self, index: Tensor) -> tuple[Tensor, Tensor]:
+        """(μ_k, σ_k) of the component ``index`` picks per sample, each of shape ``(*index.shape, D)``."""
         k, d = self.locs.shape[-2:]
         gather = index[..., None, None].expand(*index.shape, 1, d)
         loc = torch.gather(self.locs.expand(*index.shape, k, d), -2, gather).squeeze(-2)
         scale = torch.gather(self.scales.expand(*index.shape, k, d), -2, gather).squeeze(-2)
+        return loc, scale
+
+    def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+        """z = μ_k + σ_k ε with k from :meth:`component_index` and ε ~ N(0, I)."""
+        sample_shape = torch.Size(sample_shape)
+        loc, scale = self.component(self.component_index(sample_shape))
         eps = torch.randn(self._extended_shape(sample_shape), dtype=loc.dtype, device=loc.device)
         return loc + scale * eps
 
@@ -90,6 +96,65 @@ class StratifiedMixture(DiagNormalMixture):
     def expand(self, batch_shape, _instance=None) -> "StratifiedMixture":
         base = super().expand(batch_shape)
         return StratifiedMixture(base.locs, base.scales, base.log_weights, stratified=self.stratified)
+
+
+class SubsetProductMixture(StratifiedMixture):
+    r"""MoPoE's mixture Σ_k w_bk PoE_k(z), each component the product of a subset of E experts.
+
+    ``expert_locs`` and ``expert_log_precisions`` (log 1/σ_e²) have shape ``(B, E, D)``; ``members`` ``(B, K, E)``
+    marks the experts of component k for sample b. Component k: log(1/σ_k²) = logsumexp_{e∈k} log(1/σ_e²) and
+    μ_k = Σ_{e∈k} softmax_e(log(1/σ_e²)) μ_e, i.e. 1/σ_k² = Σ_{e∈k} 1/σ_e² and μ_k = σ_k² Σ_{e∈k} μ_e/σ_e².
+
+    :meth:`component` (hence ``rsample`` and the 'selected' rate) builds only the product each sample picked,
+    O(B·E·D); ``locs``/``scales`` (``log_prob``, the subset-averaged KL, the moments) build all K products,
+    O(B·K·E·D), once, on first use.
+    """
+
+    arg_constraints = {"expert_locs": constraints.real, "expert_log_precisions": constraints.real}
+
+    def __init__(
+        self,
+        expert_locs: Tensor,
+        expert_log_precisions: Tensor,
+        members: Tensor,
+        log_weights: Tensor,
+        stratified: bool = True,
+        validate_args: bool | None = None,
+    ) -> None:
+        self.expert_locs, self.expert_log_precisions = expert_locs, expert_log_precisions
+        self.members, self.log_weights, self.stratified = members, log_weights, stratified
+        dist.TorchDistribution.__init__(self, log_weights.shape[:-1], expert_locs.shape[-1:], validate_args=validate_args)
+
+    @property
+    def num_components(self) -> int:
+        return self.members.shape[-2]
+
+    @property
+    def locs(self) -> Tensor:
+        """μ_k of every component, ``(B, K, D)``."""
+        return self._products()[0]
+
+    @property
+    def scales(self) -> Tensor:
+        """σ_k of every component, ``(B, K, D)``."""
+        return self._products()[1]
+
+    def _products(self) -> tuple[Tensor, Tensor]:
+        """All K products, computed once (with grad enabled, so a first use under ``no_grad`` is not cached
+        detached) and kept as tensor attributes (which ``detach_parameters`` detaches)."""
+        if "_locs" not in vars(self):
+            with torch.enable_grad():
+                self._locs, self._scales = _member_product(
+                    self.expert_locs.unsqueeze(-3), self.expert_log_precisions.unsqueeze(-3), self.members
+                )
+        return self._locs, self._scales
+
+    def component(self, index: Tensor) -> tuple[Tensor, Tensor]:
+        """(μ_k, σ_k) of the product ``index`` picks per sample, from that subset's experts only."""
+        k, e = self.members.shape[-2:]
+        gather = index[..., None, None].expand(*index.shape, 1, e)
+        chosen = torch.gather(self.members.expand(*index.shape, k, e), -2, gather).squeeze(-2)
+        return _member_product(self.expert_locs, self.expert_log_precisions, chosen)
 
 
 def subsets(names: Sequence[str]) -> list[tuple[str, ...]]:
@@ -143,37 +208,48 @@ def mixture_of_products(
     prior_expert: PriorExpert = "full",
     family: Sequence[Sequence[str]] | None = None,
     stratified: bool = True,
-) -> StratifiedMixture:
+) -> SubsetProductMixture:
     r"""MoPoE: q(z) = 1/|S_b| Σ_{S∈S_b} PoE_S(z), one component per subset S of ``family`` (default :func:`subsets`).
 
     PoE_S for sample b is the product of the experts in S ∩ O_b (its observed members only). S_b is the set
     of subsets with S ∩ O_b non-empty; the other subsets get weight 0. ``prior_expert`` adds N(0, I) to the
     product of: ``"full"`` only the subset of every modality (MultiVae / original MoPoE), ``"none"`` no subset
     (MMVM reference), ``"all"`` every subset. Sampling is stratified over the subsets as in
-    :func:`mixture_of_experts`.
+    :func:`mixture_of_experts`; a sample's draw builds only the product of its chosen subset
+    (:class:`SubsetProductMixture`).
     """
     if prior_expert not in ("full", "none", "all"):
         raise ValueError(f"prior_expert must be 'full', 'none' or 'all', got {prior_expert!r}")
     names, locs, scales, observed = _stack(posteriors, mask)
     family = subsets(names) if family is None else _check_family(family, names)
-    comp_locs, comp_scales, present = [], [], []
-    for subset in family:
-        index = [names.index(name) for name in subset]
-        members = observed[:, index]
-        any_member = members.any(-1)
-        # Subsets without an observed member use all their (placeholder) members: finite, weight 0.
-        members = members | ~any_member.unsqueeze(-1)
-        with_prior = prior_expert == "all" or (prior_expert == "full" and len(subset) == len(names))
-        loc, scale = _product(locs[:, index], scales[:, index], members, with_prior)
-        comp_locs.append(loc)
-        comp_scales.append(scale)
-        present.append(any_member)
-    return StratifiedMixture(
-        torch.stack(comp_locs, dim=-2),
-        torch.stack(comp_scales, dim=-2),
-        _uniform_log_weights(torch.stack(present, dim=-1), locs.dtype),
-        stratified=stratified,
+    membership, with_prior = _membership(tuple(names), tuple(family), prior_expert, locs.device)
+    observed_members = membership & observed.unsqueeze(-2)  # (B, K, M)
+    present = observed_members.any(-1)
+    # Subsets without an observed member use all their (placeholder) members: finite, weight 0.
+    members = torch.where(present.unsqueeze(-1), observed_members, membership)
+    members = torch.cat([members, with_prior.expand(*present.shape, 1)], dim=-1)  # the prior expert last
+    expert_locs = torch.cat([locs, torch.zeros_like(locs[..., :1, :])], dim=-2)
+    log_precisions = -2.0 * scales.log()
+    log_precisions = torch.cat([log_precisions, torch.zeros_like(log_precisions[..., :1, :])], dim=-2)
+    return SubsetProductMixture(
+        expert_locs, log_precisions, members, _uniform_log_weights(present, locs.dtype), stratified=stratified
     )
+
+
+_MEMBERSHIP: dict[tuple, tuple[Tensor, Tensor]] = {}
+
+
+def _membership(
+    names: tuple[str, ...], family: tuple[tuple[str, ...], ...], prior_expert: str, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """``(K, M)`` bool, subset k holds modality m, and ``(K, 1)`` bool, subset k's product has the prior expert;
+    built once per modalities, family, prior rule and device (a host-to-device copy), then reused."""
+    key = (names, family, prior_expert, device)
+    if key not in _MEMBERSHIP:
+        membership = torch.tensor([[name in subset for name in names] for subset in family], dtype=torch.bool)
+        full = [prior_expert == "all" or (prior_expert == "full" and len(subset) == len(names)) for subset in family]
+        _MEMBERSHIP[key] = membership.to(device), torch.tensor(full, dtype=torch.bool).unsqueeze(-1).to(device)
+    return _MEMBERSHIP[key]
 
 
 def _stack(
@@ -232,7 +308,11 @@ def _check_family(family: Sequence[Sequence[str]], names: list[str]) -> list[tup
 
 
 def _observed(names: list[str], mask: Mask | None, batch_size: int, device: torch.device) -> Tensor | None:
-    """The ``(B, M)`` observed matrix, or None when nothing is masked by construction."""
+    """The ``(B, M)`` observed matrix, or None when nothing is masked by construction.
+
+    A sample with every expert masked is looked for only under Pyro validation (a host sync); the trainer
+    turns validation off, its datasets having no such sample.
+    """
     columns = [None if mask is None else mask.get(name) for name in names]
     if all(c is None for c in columns):
         return None
@@ -244,6 +324,8 @@ def _observed(names: list[str], mask: Mask | None, batch_size: int, device: torc
             )
     full = torch.ones(batch_size, dtype=torch.bool, device=device)
     observed = torch.stack([full if c is None else c.to(device) for c in columns], dim=-1)
+    if not is_validation_enabled():
+        return observed
     empty = (~observed.any(-1)).nonzero().flatten()
     if len(empty):
         raise ValueError(
@@ -253,15 +335,22 @@ def _observed(names: list[str], mask: Mask | None, batch_size: int, device: torc
     return observed
 
 
-def _product(locs: Tensor, scales: Tensor, members: Tensor, prior_expert: bool) -> tuple[Tensor, Tensor]:
-    """PoE loc and scale ``(B, D)`` of the experts where ``members`` ``(B, M)`` is True (+ N(0, I) if ``prior_expert``)."""
-    log_precision = torch.where(members.unsqueeze(-1), -2.0 * scales.log(), -math.inf)
-    if prior_expert:
-        log_precision = torch.cat([log_precision, torch.zeros_like(log_precision[..., :1, :])], dim=-2)
-        locs = torch.cat([locs, torch.zeros_like(locs[..., :1, :])], dim=-2)
+def _member_product(locs: Tensor, log_precisions: Tensor, members: Tensor) -> tuple[Tensor, Tensor]:
+    """PoE loc and scale ``(*, D)`` of the experts ``(*, E, D)`` where ``members`` ``(*, E)`` is True."""
+    log_precision = torch.where(members.unsqueeze(-1), log_precisions, -math.inf)
     loc = (torch.softmax(log_precision, dim=-2) * locs).sum(-2)
     scale = torch.exp(-0.5 * torch.logsumexp(log_precision, dim=-2))
     return loc, scale
+
+
+def _product(locs: Tensor, scales: Tensor, members: Tensor, prior_expert: bool) -> tuple[Tensor, Tensor]:
+    """PoE loc and scale ``(B, D)`` of the experts where ``members`` ``(B, M)`` is True (+ N(0, I) if ``prior_expert``)."""
+    log_precisions = -2.0 * scales.log()
+    if prior_expert:
+        locs = torch.cat([locs, torch.zeros_like(locs[..., :1, :])], dim=-2)
+        log_precisions = torch.cat([log_precisions, torch.zeros_like(log_precisions[..., :1, :])], dim=-2)
+        members = torch.cat([members, torch.ones_like(members[..., :1])], dim=-1)
+    return _member_product(locs, log_precisions, members)
 
 
 def _uniform_log_weights(present: Tensor, dtype: torch.dtype) -> Tensor:

@@ -3,7 +3,8 @@
     pyromm quickstart [--out DIR] [--epochs N] [--betas B ...] [--device cpu|cuda] [--no-progress]
     pyromm train [--config FILE.json] [--set KEY=VALUE ...] [--out DIR] [--no-resume] [--no-progress] [--no-eval]
     pyromm evaluate RUN_DIR
-    pyromm data prepare {mnist,polymnist,translated_polymnist,digits,rats,mnist_svhn,celeba,cub,mhd}
+    pyromm collect RESULTS_DIR
+    pyromm data prepare {mnist,polymnist,translated_polymnist,digits,fsdd,mnist_fsdd,rats,mnist_svhn,celeba,cub,mhd}
                         [--root DIR] [--cache DIR] [--views M]
     pyromm data list [--root DIR] [--cache DIR]
 
@@ -30,7 +31,7 @@ QUICKSTART_BETAS = (0.25, 1.0, 4.0)
 # are clearly above the independent VAEs' at every beta.
 QUICKSTART_EPOCHS = 60
 QUICKSTART_SETTINGS = dict(dataset="digits", num_views=3, classifier_epochs=20)
-DATA_NAMES = ("mnist", "polymnist", "translated_polymnist", "digits")
+DATA_NAMES = ("mnist", "polymnist", "translated_polymnist", "digits", "fsdd", "mnist_fsdd")
 PUBLISHED_NAMES = ("rats", "mnist_svhn", "celeba", "cub", "mhd")  # handled by pyromm.data.published
 EXIT_ERROR, EXIT_USAGE = 1, 2
 
@@ -107,6 +108,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's choice)")
     e.set_defaults(func=cmd_evaluate)
 
+    c = commands.add_parser(
+        "collect",
+        help="gather the evaluated runs of a sweep into its results table and trade-off plots",
+        description="Read RESULTS_DIR/<run>/evaluation.json of every evaluated run (trained here, by a process "
+        "pool or by SLURM jobs), write RESULTS_DIR/results.csv, results.json, tradeoff_latent.png and "
+        "tradeoff_coherence.png, and print the table.",
+    )
+    c.add_argument("results_dir", metavar="RESULTS_DIR")
+    c.set_defaults(func=cmd_collect)
+
     d = commands.add_parser("data", help="prepare or list datasets", description="Prepare or list datasets.")
     data_commands = d.add_subparsers(dest="data_command", metavar="ACTION", parser_class=_Parser)
     data_commands.required = True
@@ -116,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="mnist: verify the md5s of the four idx files (downloading missing ones into the data "
         "root). polymnist / translated_polymnist: also check the backgrounds, then generate the train and "
         "test splits into the cache root (never into the data root). digits: bundled, just load it. "
+        "fsdd: verify (download missing) the 3,000 FSDD recordings and cache their log-mel spectrograms. "
+        "mnist_fsdd: mnist and fsdd, then pair both splits (test speakers held out of training). "
         f"{', '.join(PUBLISHED_NAMES)}: verify the published md5s, download SVHN if missing, name any other "
         "missing file and where to get it, then check that the dataset loads.",
     )
@@ -128,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
         "list",
         help="show which datasets are present",
         description="Show the MNIST files (with md5 status), the PolyMNIST backgrounds, the cached PolyMNIST "
-        "variants and where each dataset comes from.",
+        "variants, the FSDD recordings and cached spectrograms, and where each dataset comes from.",
     )
     _add_root_args(ls)
     ls.set_defaults(func=cmd_data_list)
@@ -334,18 +347,23 @@ def cmd_train(args: argparse.Namespace) -> int:
         check_resume_config(cfg, out)
     _check_device(cfg.device)
     from pyromm.run import run, train
+    from pyromm.train.distributed import is_main_process
 
     _set_threads(args.threads)
     print(f"training {cfg.model} (beta {cfg.beta:g}) on {cfg.dataset}, {cfg.epochs} epochs, in {out}"
           + ("" if resume else " (from scratch)"), flush=True)
     if args.no_eval:
         _, history, _, _ = train(cfg, out, progress=not args.no_progress, resume=resume)
+        if not is_main_process():  # a data-parallel rank other than 0 (torchrun): rank 0 reports
+            return 0
         last = history[-1] if history else {}
         loss = last.get("train/loss")
         print(f"done: {len(history)} epochs" + (f", final train loss {loss:.3f}" if loss is not None else ""))
         print(f"run directory: {out} (config.json, metrics.csv, checkpoints/)")
         return 0
     results = run(cfg, out, progress=not args.no_progress, resume=resume)
+    if not is_main_process():  # rank 0 evaluates and reports
+        return 0
     print(format_summary(results))
     print(f"run directory: {out} (config.json, metrics.csv, checkpoints/, evaluation.json, plots)")
     return 0
@@ -378,6 +396,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_collect(args: argparse.Namespace) -> int:
+    from pyromm.sweep import collect
+
+    results_dir = Path(args.results_dir)
+    if not results_dir.is_dir():
+        raise CLIError(f"results directory {results_dir} does not exist")
+    rows = collect(results_dir)
+    print(format_table(rows))
+    print(f"{len(rows)} runs; wrote {results_dir / 'results.csv'}, results.json, tradeoff_latent.png, "
+          "tradeoff_coherence.png")
+    return 0
+
+
 def format_summary(results: dict[str, Any]) -> str:
     """The summary metrics of an evaluation: means, then per-modality values."""
     def per(values: dict[str, float] | None, spec: str = ".3f") -> str:
@@ -407,6 +438,10 @@ PROVENANCE = {
     "21x21 and pasted at a random offset",
     "digits": "digits: scikit-learn's bundled 8x8 digits (UCI), 1..5 textured views generated here; always "
     "available, no download",
+    "fsdd": "FSDD (Jakobovski et al., CC BY-SA 4.0): 3,000 recordings of spoken digits, 6 speakers, md5-checked, "
+    "from github.com/Jakobovski/free-spoken-digit-dataset; 32x128 log-mel spectrograms computed here",
+    "mnist_fsdd": "MNIST + spoken digits: each MNIST image paired (seeded) with an FSDD recording of its digit; "
+    "test recordings from a speaker held out of training (theo)",
 }
 
 
@@ -438,7 +473,15 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
     print(f"data root:  {root}")
     if args.name in PUBLISHED_NAMES:
         return _prepare_published(args.name, root)
+    if args.name == "fsdd":
+        print(f"cache root: {cache}")
+        _prepare_fsdd(root, cache)
+        return 0
     _prepare_mnist(root)
+    if args.name == "mnist_fsdd":
+        print(f"cache root: {cache}")
+        _prepare_fsdd(root, cache)
+        _prepare_mnist_fsdd(root, cache)
     if args.name in ("polymnist", "translated_polymnist"):
         print(f"cache root: {cache}")
         _prepare_polymnist(root, cache, args.views, translated=args.name == "translated_polymnist")
@@ -498,6 +541,66 @@ def _prepare_published(name: str, root: Path) -> int:
         _prepare_mnist(root)
     published.prepare(name, root)
     return 0
+
+
+def _prepare_fsdd(root: Path, cache: Path) -> None:
+    """md5-check every FSDD recording (downloading missing ones), then compute or find their cached spectrograms."""
+    import time
+
+    from pyromm.data.audio import SpectrogramSettings
+    from pyromm.data.fsdd import (
+        FSDD_DIR, RECORDINGS_DIR, fsdd_manifest, load_fsdd_spectrograms, recording_file, spectrogram_cache_dir,
+        spectrogram_cache_key,
+    )
+
+    manifest = fsdd_manifest()
+    directory = root / FSDD_DIR / RECORDINGS_DIR
+    missing = [name for name in manifest if not (directory / name).exists()]
+    if missing:
+        print(f"  downloading {len(missing)} of {len(manifest)} FSDD recordings ...", flush=True)
+    for name, md5 in manifest.items():
+        recording_file(root, name, md5)
+    print(f"  verified   {len(manifest)} recordings in {directory}  md5 ok")
+    settings = SpectrogramSettings()
+    cached = spectrogram_cache_dir(cache, spectrogram_cache_key(manifest, settings))
+    existed = (cached / "spectrograms.npy").exists()
+    started = time.perf_counter()
+    spectrograms, _ = load_fsdd_spectrograms(root, cache_dir=cache, settings=settings)
+    state = "cached     " if existed else "computed   "
+    print(f"  {state}{spectrograms.shape[0]} spectrograms {settings.n_mels}x{settings.frames}  "
+          f"({time.perf_counter() - started:.1f} s)  {cached}")
+
+
+def _prepare_mnist_fsdd(root: Path, cache: Path) -> None:
+    from pyromm.data import load_mnist_fsdd
+
+    for split in ("train", "test"):
+        data = load_mnist_fsdd(root, split, cache_dir=cache)
+        print(f"  ready      mnist_fsdd {split:<5} {len(data):>6} pairs, {data.metadata['num_recordings']} recordings "
+              f"of {', '.join(data.metadata['speakers'])}")
+
+
+def _list_fsdd(root: Path, cache: Path) -> None:
+    """How many FSDD recordings are present (and md5-correct), and the cached spectrogram sets."""
+    from pyromm.data import md5sum
+    from pyromm.data.fsdd import FSDD_DIR, RECORDINGS_DIR, fsdd_manifest
+
+    directory = root / FSDD_DIR / RECORDINGS_DIR
+    manifest = fsdd_manifest()
+    print(f"\nFSDD recordings  ({directory})")
+    present = [name for name in manifest if (directory / name).exists()]
+    wrong = [name for name in present if md5sum(directory / name) != manifest[name]]
+    size = sum((directory / name).stat().st_size for name in present)
+    if present:
+        print(f"  present    {len(present)} of {len(manifest)} recordings  {_size(size):>10}  "
+              + (f"MD5 MISMATCH in {len(wrong)} (first: {wrong[0]})" if wrong else "md5 ok"))
+    if len(present) < len(manifest):
+        print(f"  missing    {len(manifest) - len(present)} of {len(manifest)} recordings")
+    spectrograms = sorted((cache / FSDD_DIR).glob("spectrograms_*/spectrograms.npy"))
+    for path in spectrograms:
+        print(f"  cached     {path.parent.name}  {_size(path.stat().st_size):>10}")
+    if not spectrograms:
+        print("  none cached (pyromm data prepare fsdd | mnist_fsdd)")
 
 
 def _read_json(path: Path) -> Any:
@@ -562,6 +665,7 @@ def cmd_data_list(args: argparse.Namespace) -> int:
         if entries:
             print(f"\nCached evaluation classifiers  ({classifiers}): {len(entries)}")
 
+    _list_fsdd(root, cache)
     for name in PUBLISHED_NAMES:
         _list_published(root, name)
     print("\ndigits: always available (bundled with scikit-learn)")

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-DATASETS = ("digits", "polymnist", "translated_polymnist", "rats", "mnist_fsdd")
+DATASETS = ("digits", "polymnist", "translated_polymnist", "rats", "mnist_fsdd", "shapes")
 MODELS = ("independent", "mmvm", "avg", "poe", "moe", "mopoe", "mopoe_reference", "mvae", "mvtcae", "jmvae", "telbo", "mmvae", "mmvae_plus", "jnf", "jnf_shared")
 DEFAULT_ALPHA = {"mmvm": 0.0, "mvtcae": 0.1, "jmvae": 0.1}
 DEFAULT_RATE = {"mmvm": "jensen", "moe": "selected", "mopoe": "selected", "mopoe_reference": "jensen"}
@@ -70,6 +70,8 @@ class RunConfig:
     device: str = "cpu"
     checkpoint_every: int = 1
     on_nonfinite: str = "raise"
+    compile: bool = False
+    autocast: str | None = None
     classifier_epochs: int = 5
     classifier_train_limit: int | None = None
     eval_num_train: int = 10000
@@ -113,6 +115,8 @@ class RunConfig:
             _check_choice("rate", self.rate, ("analytic", "jensen", "selected", "mc"))
         if self.latent_sampler is not None:
             _check_choice("latent_sampler", self.latent_sampler, ("gmm", "maf"))
+        if self.autocast is not None:
+            _check_choice("autocast", self.autocast, ("bf16",))
         if not 1 <= self.num_views <= 5:
             raise ConfigError(f"num_views must lie in 1..5, got {self.num_views}")
         if self.beta < 0:

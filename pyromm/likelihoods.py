@@ -10,6 +10,8 @@ import torch
 import pyro.distributions as dist
 from torch import Tensor
 
+from pyromm.distributions.fixed_scale import FixedScaleLaplace, FixedScaleNormal
+
 
 class Likelihood:
     """Base class: ``distribution(params)``, ``log_prob(params, x)`` and ``mean(params)``."""
@@ -53,6 +55,10 @@ class Laplace(Likelihood):
     def base(self, params: Tensor) -> dist.TorchDistribution:
         return dist.Laplace(params, torch.full((), self.scale, dtype=params.dtype, device=params.device))
 
+    def distribution(self, params: Tensor) -> FixedScaleLaplace:
+        """p(x | z) = Π_d Laplace(x_d; params_d, b), log p = −(1/b) Σ_d |x_d − params_d| − n log 2b."""
+        return FixedScaleLaplace(params, self.scale, self.event_dim)
+
     def config(self) -> dict:
         return {**super().config(), "scale": self.scale}
 
@@ -68,6 +74,10 @@ class Normal(Likelihood):
 
     def base(self, params: Tensor) -> dist.TorchDistribution:
         return dist.Normal(params, torch.full((), self.scale, dtype=params.dtype, device=params.device))
+
+    def distribution(self, params: Tensor) -> FixedScaleNormal:
+        """p(x | z) = Π_d N(x_d; params_d, σ²), log p = −(1/2σ²) Σ_d (x_d − params_d)² − n (log σ + ½ log 2π)."""
+        return FixedScaleNormal(params, self.scale, self.event_dim)
 
     def config(self) -> dict:
         return {**super().config(), "scale": self.scale}

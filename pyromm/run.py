@@ -21,6 +21,7 @@ from pyromm.data import (
 )
 from pyromm.distributions import maf
 from pyromm.data.rats import RATS, load_rats
+from pyromm.data.shapes import load_shapes
 from pyromm.evaluation import evaluate, plot_conditional_grid, plot_latent_scatter, train_modality_classifiers
 from pyromm.infer import (
     JMVAEObjective,
@@ -63,6 +64,7 @@ from pyromm.nn import (
 from pyromm.nn.spike import spike_decoder, spike_encoder
 from pyromm.train import CheckpointDir, EpochWarmup, Linear, Stage, Trainer, schedule_from_config
 from pyromm.train.checkpoint import load_model_state
+from pyromm.train.distributed import data_parallel_from_env, is_main_process
 
 IMAGE_NETWORKS = {
     "conv": (PolyMNISTConvEncoder, PolyMNISTConvDecoder),
@@ -86,6 +88,8 @@ def load_data(cfg: RunConfig) -> tuple[MultimodalDataset, MultimodalDataset]:
         train, test = (
             load_mnist_fsdd(cfg.data_root, s, seed=0, cache_dir=cache_root(cfg.cache_root)) for s in ("train", "test")
         )
+    elif cfg.dataset == "shapes":
+        train, test = (load_shapes(s, seed=0, limit=n) for s, n in (("train", cfg.train_limit), ("test", cfg.test_limit)))
     else:
         translated = cfg.dataset == "translated_polymnist"
         train, test = (
@@ -273,8 +277,10 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, resume:
     """Train the model of ``cfg`` in ``run_dir``; returns (model, history, train, test).
 
     With ``val_fraction`` > 0 that part of the training split is held out for the per-epoch validation loss
-    (and ``restore_best``); the returned train set is the rest.
+    (and ``restore_best``); the returned train set is the rest. Launched by ``torchrun`` (``WORLD_SIZE`` > 1), it
+    trains data-parallel: each rank on its shard of every batch (``pyromm.train.distributed``).
     """
+    distributed, device = data_parallel_from_env(cfg.device)
     train_set, test_set = load_data(cfg)
     train_set, val_set = split_validation(train_set, cfg.val_fraction, cfg.seed)
     model = build_model(cfg, train_set.event_shapes)
@@ -286,7 +292,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, resume:
         stages=build_stages(cfg, model),
         batch_size=cfg.batch_size,
         epochs=cfg.epochs,
-        device=cfg.device,
+        device=device,
         seed=cfg.seed,
         run_dir=run_dir,
         checkpoint_every=cfg.checkpoint_every,
@@ -294,7 +300,10 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, resume:
         progress=progress,
         on_nonfinite=cfg.on_nonfinite,
         restore_best=cfg.restore_best,
+        compile=cfg.compile,
+        autocast=cfg.autocast,
         config={"run": cfg.to_dict()},
+        distributed=distributed,
     )
     history = trainer.fit(train_set, val_set)
     return model, history, train_set, test_set
@@ -343,8 +352,11 @@ def evaluate_run(model: MultimodalVAE | SharedLatentVAE, train_set, test_set, cf
 
 
 def run(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, resume: bool = True) -> dict[str, Any]:
-    """Train, then evaluate; returns the evaluation dict."""
+    """Train, then evaluate; returns the evaluation dict ({} on the ranks other than 0 of a data-parallel run:
+    rank 0 evaluates)."""
     model, _, train_set, test_set = train(cfg, run_dir, progress=progress, resume=resume)
+    if not is_main_process():
+        return {}
     return evaluate_run(model, train_set, test_set, cfg, run_dir)
 
 

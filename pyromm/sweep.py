@@ -1,22 +1,32 @@
-"""Grids of runs (models × β × settings): one run directory each, a results table and trade-off plots."""
+"""Grids of runs (models × β × settings): one run directory each, a results table and trade-off plots.
+
+Runs go one at a time in this process, or as jobs of an executor (``pyromm.executors``: a local process pool,
+or SLURM through submitit). Every run writes config.json and evaluation.json into its own directory, and
+:func:`collect` rebuilds the table and plots from those, whoever ran them.
+"""
 from __future__ import annotations
 
 import argparse
 import csv
 import json
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
+
+import torch
 
 from pyromm.config import RunConfig
 from pyromm.evaluation import plot_tradeoff
+from pyromm.executors import LAUNCHERS, open_executor
 from pyromm.run import run
 
 TRADEOFFS = (("latent_acc", "latent"), ("coherence", "coherence"))
 
 
-def experiment_parser(description: str, default_out: str) -> argparse.ArgumentParser:
+def experiment_parser(description: str, default_out: str, *, launch: bool = False) -> argparse.ArgumentParser:
     """The options every experiment script shares: --quick (default) or --paper, --epochs, --seed, --device,
-    --data-root, --out and --no-progress."""
+    --data-root, --out and --no-progress; with ``launch`` (scripts that run grids through
+    :func:`experiment_executor`) also --workers, --launcher, --threads, --slurm-partition and --slurm-timeout-min."""
     parser = argparse.ArgumentParser(description=description)
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="small CPU setting (default)")
@@ -27,7 +37,26 @@ def experiment_parser(description: str, default_out: str) -> argparse.ArgumentPa
     parser.add_argument("--data-root")
     parser.add_argument("--out", default=default_out)
     parser.add_argument("--no-progress", action="store_true")
+    if launch:
+        parser.add_argument("--workers", type=int, default=1, help="runs at once in a local process pool (default: 1, here)")
+        parser.add_argument("--launcher", choices=LAUNCHERS, default="local", help="local processes, or SLURM jobs via submitit")
+        parser.add_argument("--threads", type=int, help="torch CPU threads per run (default: the CPUs / --workers)")
+        parser.add_argument("--slurm-partition", help="SLURM partition (--launcher slurm)")
+        parser.add_argument("--slurm-timeout-min", type=int, default=240, help="SLURM time limit per run, minutes")
     return parser
+
+
+@contextmanager
+def experiment_executor(args: argparse.Namespace) -> Iterator[Any]:
+    """The executor the options of ``experiment_parser(..., launch=True)`` ask for (None: runs in this process);
+    SLURM jobs get ``--threads`` CPUs and one GPU when ``--device`` is CUDA."""
+    slurm: dict[str, Any] = {"timeout_min": args.slurm_timeout_min, "cpus_per_task": args.threads or 1}
+    if args.slurm_partition:
+        slurm["slurm_partition"] = args.slurm_partition
+    if args.device.startswith("cuda"):
+        slurm["gpus_per_node"] = 1
+    with open_executor(args.launcher, args.workers, args.out, slurm, args.threads) as executor:
+        yield executor
 
 
 def experiment_config(args: argparse.Namespace, quick: Mapping[str, Any], paper: Mapping[str, Any], **fixed: Any) -> RunConfig:
@@ -58,15 +87,58 @@ def summarize(cfg: RunConfig, results: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def finished_results(cfg: RunConfig, run_dir: str | Path) -> dict[str, Any] | None:
+    """The evaluation in ``run_dir/evaluation.json`` when it was written for ``cfg``, else None."""
+    path = Path(run_dir) / "evaluation.json"
+    if not path.is_file():
+        return None
+    results = json.loads(path.read_text())
+    return results if results.get("config") == cfg.to_dict() else None
+
+
+def run_job(
+    name: str, cfg: RunConfig, run_dir: str | Path, *, progress: bool = False, resume: bool = True,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """One grid run: train and evaluate ``cfg`` in ``run_dir`` (with ``resume``, a run already evaluated for this
+    config is read back, not retrained) and return its table row. ``threads`` sets torch's CPU threads."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    results = finished_results(cfg, run_dir) if resume else None
+    if results is None:
+        results = run(cfg, run_dir, progress=progress, resume=resume)
+    return {"run": name, **summarize(cfg, results)}
+
+
 def run_grid(
-    configs: Mapping[str, RunConfig], out_dir: str | Path, *, progress: bool = True, resume: bool = True
+    configs: Mapping[str, RunConfig],
+    out_dir: str | Path,
+    *,
+    progress: bool = True,
+    resume: bool = True,
+    executor: Any = None,
+    threads: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Train and evaluate every named config in ``out_dir/<name>``; rewrite results.csv/json after each run."""
+    """Train and evaluate every named config in ``out_dir/<name>``; rewrite results.csv/json after each run.
+
+    ``executor`` (anything with ``submit(fn, *args, **kwargs) -> handle.result()``: a process pool, a submitit
+    executor) runs them as separate jobs, without progress bars; None runs them here, one after another.
+    ``threads``: torch CPU threads per job.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
-    for name, cfg in configs.items():
-        rows.append({"run": name, **summarize(cfg, run(cfg, out_dir / name, progress=progress, resume=resume))})
+    if executor is None:
+        for name, cfg in configs.items():
+            rows.append(run_job(name, cfg, out_dir / name, progress=progress, resume=resume, threads=threads))
+            write_table(rows, out_dir)
+        return rows
+    jobs = [
+        executor.submit(run_job, name, cfg, out_dir / name, progress=False, resume=resume, threads=threads)
+        for name, cfg in configs.items()
+    ]
+    for job in jobs:
+        rows.append(job.result())
         write_table(rows, out_dir)
     return rows
 
@@ -80,18 +152,41 @@ def beta_sweep(
     progress: bool = True,
     resume: bool = True,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    executor: Any = None,
+    threads: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Every model at every β (``overrides[model]`` adjusts a model's config), then the trade-off plots."""
+    """Every model at every β (``overrides[model]`` adjusts a model's config), then the trade-off plots;
+    ``executor`` and ``threads`` as in :func:`run_grid`."""
     overrides = overrides or {}
     configs = {
         f"{model}_beta{beta:g}_seed{base.seed}": base.replace(model=model, beta=float(beta), **overrides.get(model, {}))
         for model in models
         for beta in betas
     }
-    rows = run_grid(configs, out_dir, progress=progress, resume=resume)
-    for y, name in TRADEOFFS:
-        plot_tradeoff(rows, Path(out_dir) / f"tradeoff_{name}.png", x="rec_error", y=y, hue="model", label="beta")
+    rows = run_grid(configs, out_dir, progress=progress, resume=resume, executor=executor, threads=threads)
+    plot_tradeoffs(rows, Path(out_dir))
     return rows
+
+
+def collect(results_dir: str | Path) -> list[dict[str, Any]]:
+    """The rows of every run directory ``results_dir/<name>`` holding an evaluation.json (sorted by name),
+    written to results.csv/json with the trade-off plots."""
+    results_dir = Path(results_dir)
+    rows = []
+    for path in sorted(results_dir.glob("*/evaluation.json")):
+        results = json.loads(path.read_text())
+        rows.append({"run": path.parent.name, **summarize(RunConfig.from_dict(results["config"]), results)})
+    if not rows:
+        raise FileNotFoundError(f"no run directory with an evaluation.json in {results_dir}")
+    write_table(rows, results_dir)
+    plot_tradeoffs(rows, results_dir)
+    return rows
+
+
+def plot_tradeoffs(rows: list[dict[str, Any]], out_dir: Path) -> None:
+    """tradeoff_latent.png and tradeoff_coherence.png: each against the reconstruction error, one line per model."""
+    for y, name in TRADEOFFS:
+        plot_tradeoff(rows, out_dir / f"tradeoff_{name}.png", x="rec_error", y=y, hue="model", label="beta")
 
 
 def write_table(rows: list[dict[str, Any]], out_dir: Path) -> None:

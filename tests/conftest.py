@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
+import pyro
 import pytest
 
 
@@ -36,6 +37,13 @@ def require_shared_file(shared_data_root: Path) -> Callable[..., Path]:
         return shared_data_root
 
     return require
+
+
+@pytest.fixture(autouse=True)
+def _pyro_validation():
+    """Every test runs with Pyro (and torch.distributions) validation on, whatever an earlier test left."""
+    with pyro.validation_enabled(True):
+        yield
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -23,6 +23,9 @@ def load(name):
         ("incomplete_polymnist", ["--models", "mvae", "jmvae"],
          ["mvae_eta1_all", "mvae_eta0.8_all", "mvae_eta0.8_complete", "mvae_eta0.5_all", "mvae_eta0.5_complete",
           "jmvae_eta1_all", "jmvae_eta0.8_complete", "jmvae_eta0.5_complete"]),
+        ("jnf_toy", [], ["jnf_seed0", "jnf_shared_seed0"]),
+        ("mnist_fsdd", [], ["mmvm_seed0", "mopoe_reference_seed0", "mvtcae_seed0", "mmvae_plus_seed0", "jnf_seed0"]),
+        ("mnist_fsdd", ["--sound-missing-max", "0.8", "--models", "mmvm", "jnf"], ["mmvm_seed0", "jnf_seed0"]),
     ],
 )
 def test_experiment_configs_are_valid(capsys, script, extra, runs, mode):
@@ -45,3 +48,20 @@ def test_rats_experiment_configs_are_valid(capsys, mode, betas):
     lines = [line for line in capsys.readouterr().out.split("\n") if line]
     models = ["independent", "avg", "poe", "mopoe", "mmvm"]
     assert lines == [f"{m}_beta{b}_seed0" for m in models for b in betas]
+
+
+@pytest.mark.parametrize(
+    "mode, runs",
+    [
+        ("--quick", ["mopoe_reference_beta0.5", "mmvae_beta1", "mmvae_plus_beta0.5", "jnf_beta0.5_flows2",
+                     "jnf_shared_beta0.5_flows2"]),
+        ("--paper", ["mopoe_reference_beta0.5", "mopoe_reference_beta1", "mopoe_reference_beta2.5", "mmvae_beta1",
+                     "mmvae_plus_beta0.5", "mmvae_plus_beta1", "mmvae_plus_beta2.5",
+                     *(f"{m}_{s}" for m in ("jnf", "jnf_shared")
+                       for s in ("beta0.5_flows3", "beta0.5_flows2", "beta1_flows3", "beta2.5_flows3"))]),
+    ],
+)
+def test_translated_polymnist_jnf_configs_are_valid(capsys, mode, runs):
+    load("translated_polymnist_jnf").main([mode, "--dry-run"])
+    lines = [line for line in capsys.readouterr().out.split("\n") if line]
+    assert lines == [f"{run}_seed0" for run in runs]

@@ -45,6 +45,7 @@ from pyromm.data.mnist_svhn import load_mnist_svhn  # noqa: E402
 from pyromm.data.celeba import load_celeba  # noqa: E402
 from pyromm.data.cub import load_cub  # noqa: E402
 from pyromm.data.mhd import load_mhd  # noqa: E402
+from pyromm.data.shapes import load_shapes  # noqa: E402
 
 __all__ += [
     "DataFormatError",
@@ -58,4 +59,5 @@ __all__ += [
     "load_celeba",
     "load_cub",
     "load_mhd",
+    "load_shapes",
 ]

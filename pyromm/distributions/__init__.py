@@ -1,7 +1,8 @@
 """Distributions used as multimodal priors and posteriors."""
+from pyromm.distributions.fixed_scale import FixedScaleLaplace, FixedScaleNormal
 from pyromm.distributions.flows import FlowConfigError, FlowPosterior, MAFSampler, maf
 from pyromm.distributions.gaussian_mixture import GaussianMixtureSampler
 from pyromm.distributions.mixture import DiagNormalMixture
 
-__all__ = ["DiagNormalMixture", "FlowConfigError", "FlowPosterior",
+__all__ = ["DiagNormalMixture", "FixedScaleLaplace", "FixedScaleNormal", "FlowConfigError", "FlowPosterior",
     "GaussianMixtureSampler", "MAFSampler", "maf"]

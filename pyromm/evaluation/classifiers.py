@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -157,8 +158,13 @@ def _load_cached(
 
 
 def _save_cached(classifier: nn.Module, cache: Path, name: str, cache_key: str | None, accuracy: float) -> None:
+    """Weights, then the sidecar, each written to a per-process temporary file and renamed into place: runs of a
+    sweep in concurrent processes never read a half-written cache entry."""
     cache.mkdir(parents=True, exist_ok=True)
     weights, sidecar = _cache_paths(cache, name)
-    torch.save(classifier.state_dict(), weights)
     meta = {"modality": name, "architecture": classifier.config(), "test_accuracy": accuracy, "cache_key": cache_key}
-    sidecar.write_text(json.dumps(meta, indent=2))
+    tmp_weights, tmp_sidecar = (path.with_name(f".{path.name}.{os.getpid()}.tmp") for path in (weights, sidecar))
+    torch.save(classifier.state_dict(), tmp_weights)
+    os.replace(tmp_weights, weights)
+    tmp_sidecar.write_text(json.dumps(meta, indent=2))
+    os.replace(tmp_sidecar, sidecar)

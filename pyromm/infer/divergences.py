@@ -1,7 +1,6 @@
 """The rate term R(q, p) of an ELBO, in its three estimators."""
 from __future__ import annotations
 
-import torch
 import pyro.distributions as dist
 from torch import Tensor
 from torch.distributions import Distribution, kl_divergence
@@ -48,10 +47,7 @@ def selected_component_kl(q: Distribution, p: Distribution) -> Tensor:
     index = getattr(q, "component_index", None)
     if index is None or not getattr(q, "stratified", False):
         raise ValueError(f"rate='selected' needs a stratified mixture posterior, got {type(q).__name__}")
-    k = index()
-    gather = k[..., None, None].expand(*k.shape, 1, q.locs.shape[-1])
-    loc = torch.gather(q.locs, -2, gather).squeeze(-2)
-    scale = torch.gather(q.scales, -2, gather).squeeze(-2)
+    loc, scale = q.component(index())
     return analytic_kl(dist.Normal(loc, scale).to_event(1), p)
 
 

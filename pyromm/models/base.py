@@ -44,6 +44,11 @@ class MultimodalNetworks(nn.Module):
         self._caching = False
 
     @property
+    def device(self) -> torch.device:
+        """The device of the model's parameters."""
+        return next(self.parameters()).device
+
+    @property
     def modality_names(self) -> list[str]:
         return list(self.modalities)
 
@@ -81,7 +86,7 @@ class MultimodalNetworks(nn.Module):
     def check_dataset(self, dataset, chunk_size: int = 4096) -> None:
         """:meth:`check_batch` on the first sample, then every modality's data checked over the whole dataset
         (names, shapes, dtype and range for its likelihood, NaN/inf), chunk by chunk."""
-        self.check_batch(dataset.batch(slice(0, 1)))
+        self.check_batch(dataset.batch(slice(0, 1)).to(self.device))
         for start in range(0, len(dataset), chunk_size):
             chunk = dataset.batch(slice(start, start + chunk_size))
             for name, x in chunk.data.items():
@@ -100,7 +105,8 @@ class MultimodalNetworks(nn.Module):
         return posteriors
 
     def posterior_of(self, loc: Tensor, second: Tensor) -> dist.Independent:
-        """The posterior distribution from an encoder's two outputs."""
+        """The posterior distribution from an encoder's two outputs (in at least float32)."""
+        loc, second = at_least_float32(loc), at_least_float32(second)
         if self.posterior == "laplace":
             scale = torch.softmax(second, dim=-1) * second.shape[-1] + MIN_SCALE
             return dist.Laplace(loc, scale, validate_args=False).to_event(1)
@@ -116,8 +122,9 @@ class MultimodalNetworks(nn.Module):
             self._caching, self._cache = False, None
 
     def decode(self, name: str, z: Tensor) -> dist.TorchDistribution:
-        """p(x_name | z) for z of shape ``(*sample, B, D)``: the decoder sees ``(N, D)``."""
-        params = self.decoders[name](z.reshape(-1, z.shape[-1]))
+        """p(x_name | z) for z of shape ``(*sample, B, D)``: the decoder sees ``(N, D)``; its output, in at least
+        float32, parameterises the likelihood."""
+        params = at_least_float32(self.decoders[name](z.reshape(-1, z.shape[-1])))
         params = params.reshape(*z.shape[:-1], *params.shape[1:])
         return self.modalities[name].likelihood.distribution(params)
 
@@ -131,6 +138,11 @@ class MultimodalNetworks(nn.Module):
                 for n, m in self.modalities.items()
             },
         }
+
+
+def at_least_float32(x: Tensor) -> Tensor:
+    """``x`` itself in float32 or wider, else (bf16/fp16 network outputs under autocast) cast to float32."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 
 def check_subset(subset: Sequence[str], names: Sequence[str]) -> list[str]:

@@ -8,7 +8,7 @@ import pyro.distributions as dist
 from torch import Tensor, nn
 
 from pyromm.data.batch import MultimodalBatch
-from pyromm.models.base import check_subset
+from pyromm.models.base import at_least_float32, check_subset
 from pyromm.models.modality import Modality
 from pyromm.models.shared_vae import SharedLatentVAE
 
@@ -117,7 +117,7 @@ class JointEncoderVAE(SharedLatentVAE):
 
     def joint_posterior(self, batch: MultimodalBatch) -> dist.Independent:
         """q(z | X) = N(μ(X), diag exp(lv(X))) from the joint encoder, ignoring the mask."""
-        loc, log_var = self.joint_encoder(batch.data)
+        loc, log_var = (at_least_float32(t) for t in self.joint_encoder(batch.data))
         return dist.Normal(loc, torch.exp(0.5 * log_var), validate_args=False).to_event(1)
 
     def joint(self, batch: MultimodalBatch, subset: Sequence[str] | None = None) -> dist.Independent:

@@ -25,6 +25,7 @@ from typing import Mapping, Sequence
 
 import torch
 import pyro.distributions as dist
+from pyro.distributions.util import is_validation_enabled
 from torch import Tensor, nn
 
 from pyromm.data.batch import MultimodalBatch
@@ -41,10 +42,13 @@ BOUNDS = ("looser", "tight")
 def observed_matrix(
     names: Sequence[str], mask: Mapping[str, Tensor | None] | None, batch_size: int, device: torch.device
 ) -> Tensor:
-    """``(B, M)`` bool, True where modality ``names[m]`` of sample b is observed; ValueError for a sample with none."""
+    """``(B, M)`` bool, True where modality ``names[m]`` of sample b is observed; ValueError for a sample with none
+    under Pyro validation (a host sync; the trainer turns validation off, its datasets having no such sample)."""
     full = torch.ones(batch_size, dtype=torch.bool, device=device)
     columns = [full if mask is None or mask.get(n) is None else mask[n].to(device) for n in names]
     observed = torch.stack(columns, dim=-1)
+    if not is_validation_enabled():
+        return observed
     empty = (~observed.any(-1)).nonzero().flatten()
     if len(empty):
         raise ValueError(f"sample {int(empty[0])} has every modality of {list(names)} masked")

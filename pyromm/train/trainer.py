@@ -19,6 +19,13 @@ writes a checkpoint of it and raises ``SystemExit(128 + signum)`` or ``KeyboardI
 checkpoint (``epoch-EEEEE-batch-BBBBBB.pt``) records the batches done, their metric sums and the data-order
 generator state at the start of the epoch: resume redraws the same permutation and continues at the next
 batch, so the run still ends bit-identical. A second signal exits at once.
+
+With ``distributed`` (a :class:`~pyromm.train.distributed.DataParallel`), each rank trains on its shard of
+every global batch of ``batch_size`` samples and the gradients are averaged over ranks (see
+``pyromm.train.distributed``); validation losses are averaged over the ranks' shards of the validation set.
+Only rank 0 writes ``config.json``, metrics and checkpoints; the other ranks resume from the checkpoint rank 0
+loads. Stop signals are not caught (ranks could see them at different steps): a stopped run resumes from its
+last epoch checkpoint.
 """
 from __future__ import annotations
 
@@ -51,7 +58,10 @@ from pyromm.train.checkpoint import (
     model_signature,
     restore_rng_state,
 )
+from pyromm.train.distributed import DataParallel
+from pyromm.train.acceleration import CompiledObjective, autocast, check_autocast
 from pyromm.train.logging import MetricsLog
+from pyromm.train.placement import batch_to, resident
 from pyromm.train.schedules import Schedule, as_schedule
 from pyromm.train.signals import StopSignals
 
@@ -97,9 +107,16 @@ class Trainer:
 
     ``restore_best``: at the end of each stage, load the parameters the model had after the stage's epoch of
     lowest finite validation loss (ties: the earliest); without a validation set nothing is restored.
+
+    Data live on ``device`` for the whole run when they fit in ``resident_fraction`` of its free memory
+    (CUDA), else each batch is copied there as it is drawn (``pyromm.train.placement``). ``compile`` (True:
+    inductor, or a ``torch.compile`` backend name) trains with each stage's objective compiled by
+    ``torch.compile``; ``autocast='bf16'`` runs the objective's
+    forward pass under bf16 autocast (``pyromm.train.acceleration``). Pyro validation is off in the loop.
     """
 
     sync_every: int = 20
+    resident_fraction: float = 0.5
 
     def __init__(
         self,
@@ -125,6 +142,9 @@ class Trainer:
         stages: Iterable[Stage] | None = None,
         on_nonfinite: str = "raise",
         restore_best: bool = False,
+        distributed: DataParallel | None = None,
+        compile: bool | str = False,
+        autocast: str | None = None,
     ) -> None:
         self.model = model
         self.objective = objective
@@ -143,8 +163,11 @@ class Trainer:
         self.checkpoint_every = _at_least_one("checkpoint_every", checkpoint_every)
         self.keep_last = keep_last
         self.resume = resume
-        self.progress = progress
+        self.progress = progress and (distributed is None or distributed.is_main)
         self.drop_last = drop_last
+        self.distributed = distributed
+        if distributed is not None:
+            distributed.check(self.batch_size, drop_last)
         if grad_clip is not None and not grad_clip > 0:
             raise ValueError(f"grad_clip must be > 0 or None, got {grad_clip}")
         self.grad_clip = grad_clip
@@ -152,6 +175,9 @@ class Trainer:
             raise ValueError(f"on_nonfinite must be one of {NONFINITE_MODES}, got {on_nonfinite!r}")
         self.on_nonfinite = on_nonfinite
         self.restore_best = restore_best
+        self.compile = "inductor" if compile is True else compile or None
+        self.autocast = check_autocast(autocast)
+        self._compiled: dict[int, CompiledObjective] = {}
         self.user_config = dict(config or {})
         self.generator = torch.Generator()
         self.optimizer: Optimizer | None = None
@@ -181,6 +207,8 @@ class Trainer:
             "grad_clip": self.grad_clip,
             "on_nonfinite": self.on_nonfinite,
             "restore_best": self.restore_best,
+            "compile": self.compile,
+            "autocast": self.autocast,
             "checkpoint_every": self.checkpoint_every,
             "keep_last": self.keep_last,
             "stages": [
@@ -211,8 +239,10 @@ class Trainer:
     def fit(self, train: MultimodalDataset, val: MultimodalDataset | None = None) -> list[dict[str, Any]]:
         """Train over every stage; return one metrics row per epoch (the whole run's, when resumed)."""
         model = self.model.to(self.device)
-        train = train.to(self.device)
-        val = None if val is None else val.to(self.device)
+        if self.distributed is not None:
+            self.distributed.broadcast_module(model)
+        train = resident(train, self.device, self.resident_fraction)
+        val = None if val is None else resident(val, self.device, self.resident_fraction)
         self._check_first_batch(train)
         if val is not None:
             self._check_first_batch(val)
@@ -226,10 +256,12 @@ class Trainer:
         log = checkpoints = None
 
         def save(progress: _Progress | None = None) -> None:
-            checkpoints.save(self._state(config_json, progress))
+            state = self._state(config_json, progress)
+            if checkpoints is not None:
+                checkpoints.save(state)
 
         try:
-            with StopSignals(enabled=self.run_dir is not None) as stop:
+            with StopSignals(enabled=self.run_dir is not None and self.distributed is None) as stop:
                 if self.run_dir is not None:
                     log, checkpoints, history = self._open_run(config_json, initial)
                 with pyro.validation_enabled(False):
@@ -248,7 +280,7 @@ class Trainer:
                             log.append(row)
                         stopping = stop.signum is not None
                         scheduled = epoch % self.checkpoint_every == 0 or epoch in self._stage_ends
-                        if checkpoints is not None and (scheduled or stopping):
+                        if self.run_dir is not None and (scheduled or stopping):
                             save()
                         if stopping:
                             stop.exit()
@@ -260,15 +292,22 @@ class Trainer:
 
     def _open_run(
         self, config_json: str, initial: list[tuple[nn.Parameter, bool]]
-    ) -> tuple[MetricsLog, CheckpointDir, list[dict[str, Any]]]:
+    ) -> tuple[MetricsLog | None, CheckpointDir | None, list[dict[str, Any]]]:
         """Resume from the newest readable checkpoint (or clear them when not resuming), align the metrics
-        log with it and write ``config.json``; return the log, the checkpoints and the rows kept."""
+        log with it and write ``config.json``; return the log, the checkpoints and the rows kept.
+
+        Data-parallel ranks other than 0 restore the checkpoint rank 0 loaded and return (None, None, [])."""
+        main = self.distributed is None or self.distributed.is_main
         checkpoints = CheckpointDir(self.run_dir / "checkpoints", self.keep_last)
-        if not self.resume:
+        if main and not self.resume:
             checkpoints.clear()
-        latest = checkpoints.load_latest(map_location="cpu")
+        latest = checkpoints.load_latest(map_location="cpu") if main else None
+        if self.distributed is not None:
+            latest = self.distributed.broadcast_object(latest)
         if latest is not None:
             self._restore(*latest, initial)
+        if not main:
+            return None, None, []
         log = MetricsLog(self.run_dir)
         history = log.truncate(self.epoch)
         with atomic_open(self.run_dir / "config.json", "w") as handle:
@@ -283,12 +322,15 @@ class Trainer:
             return
         check = getattr(self.model, "check_batch", None)
         if callable(check):
-            check(next(iter(data.batches(self.batch_size))))
+            check(batch_to(next(iter(data.batches(self.batch_size))), self.device))
 
     def _seed(self) -> None:
-        torch.manual_seed(self.seed)
-        np.random.seed(self.seed)
-        random.seed(self.seed)
+        if self.distributed is None:
+            torch.manual_seed(self.seed)
+            np.random.seed(self.seed)
+            random.seed(self.seed)
+        else:
+            self.distributed.seed_globals(self.seed)
         self.generator.manual_seed(self.seed)
 
     def _enter_stage(self, index: int, initial: list[tuple[nn.Parameter, bool]]) -> None:
@@ -340,13 +382,17 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch, self.step = epoch, int(state["step"])
         restore_rng_state(state["rng"])
+        if self.distributed is not None:
+            self.distributed.restore_rng_states(state.get("rank_rng"), self.seed, self.step)
         self.generator.set_state(state["generator"].cpu())
         self._best = state.get("best")
         self._progress = _Progress.from_state(batch, state["progress"], self.device) if batch else None
 
     def _state(self, config_json: str, progress: _Progress | None = None) -> dict[str, Any]:
-        """The checkpoint: after epoch ``self.epoch``, or ``progress.batches`` batches into the next one."""
-        return {
+        """The checkpoint: after epoch ``self.epoch``, or ``progress.batches`` batches into the next one.
+
+        Data-parallel: every rank must call it (it gathers the ranks' RNG states into ``rank_rng``)."""
+        state = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "epoch": self.epoch,
@@ -360,6 +406,9 @@ class Trainer:
             "progress": None if progress is None else progress.state(),
             "best": self._best,
         }
+        if self.distributed is not None:
+            state["rank_rng"] = self.distributed.gather_rng_states()
+        return state
 
     def _track_best(self, row: Mapping[str, Any]) -> None:
         """Keep a copy of the model's state when the epoch's ``val/loss`` is finite and below the stage's best."""
@@ -393,6 +442,7 @@ class Trainer:
         """
         stage = self.stages[self.stage_index]
         objective = stage.objective or self.objective
+        step_objective = self._step_objective(objective)
         progress, self._progress = self._progress or _Progress(), None
         progress.generator = self.generator.get_state()
         skip = self.on_nonfinite == "skip"
@@ -410,11 +460,17 @@ class Trainer:
         )
         with bar:
             for batch in islice(batches, progress.batches, None):
+                if self.distributed is not None:
+                    batch = self.distributed.shard(batch)
+                batch = batch_to(batch, self.device)
                 hyper = self._hyper(epoch)
-                out = objective(self.model, batch, hyper)
+                with autocast(self.device, self.autocast):
+                    out = step_objective(self.model, batch, hyper)
                 _check_output(out)
                 self.optimizer.zero_grad(set_to_none=True)
                 out.loss.backward()
+                if self.distributed is not None:
+                    out = self.distributed.average(out, self._params)
                 record = self._record(out)
                 if skip and not bool(record.finite):
                     progress.skipped += 1
@@ -450,16 +506,31 @@ class Trainer:
             bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k in ("train/loss", "val/loss")})
         return row
 
+    def _step_objective(self, objective: Objective) -> Objective:
+        """The objective the training steps call: compiled once per objective with ``compile``, else itself."""
+        if not self.compile:
+            return objective
+        if id(objective) not in self._compiled:
+            self._compiled[id(objective)] = CompiledObjective(objective, self.compile)
+        return self._compiled[id(objective)]
+
     def _evaluate(self, objective: Objective, data: MultimodalDataset, hyper: Mapping[str, float]) -> dict[str, float]:
-        """Sample-weighted mean loss and terms over ``data`` in eval mode, without gradients."""
+        """Sample-weighted mean loss and terms over ``data`` in eval mode, without gradients (data-parallel: over
+        the ranks' shards of ``data``)."""
         self.model.eval()
+        if self.distributed is not None:
+            data = self.distributed.shard_dataset(data)
         totals = _Totals()
         with torch.no_grad():
             for batch in data.batches(self.batch_size):
-                out = objective(self.model, batch, hyper)
+                batch = batch_to(batch, self.device)
+                with autocast(self.device, self.autocast):
+                    out = objective(self.model, batch, hyper)
                 _check_output(out)
                 totals.add(out, batch.batch_size)
         self.model.train()
+        if self.distributed is not None:
+            return self.distributed.mean_over_ranks(totals.sums, totals.counts)
         return totals.means()
 
     def _record(self, out: ObjectiveOutput) -> _StepRecord:

@@ -1,0 +1,54 @@
+"""Opt-in speed-ups of the training step: ``torch.compile`` of the objective and bf16 autocast.
+
+* :class:`CompiledObjective`: ``objective(model, batch, hyper)`` compiled with ``torch.compile``. Its first
+  call runs eagerly: that fills torch's KL-dispatch cache (``torch.distributions.kl``), whose first lookup
+  dynamo cannot trace, so the later calls compile into graphs without breaks. It pays where a step is bound
+  by per-kernel overhead (small networks, on a GPU above all); the first compiled call takes seconds to
+  minutes. Random draws inside a compiled graph come from inductor's generator, so they differ from eager
+  ones unless ``torch._inductor.config.fallback_random`` is set.
+* :func:`autocast`: the objective's forward pass under ``torch.autocast(device, bfloat16)``; the backward
+  pass and the optimizer stay outside. The models compute their distribution parameters in at least float32
+  (``pyromm.models.base.at_least_float32``), so only the networks run in bf16.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import ContextManager, Mapping
+
+import torch
+from torch import nn
+
+from pyromm.data.batch import MultimodalBatch
+from pyromm.infer.objective import Objective, ObjectiveOutput
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16}
+
+
+class CompiledObjective:
+    """``objective`` compiled with ``torch.compile(backend=backend)``; the first call runs eagerly (see the
+    module docstring)."""
+
+    def __init__(self, objective: Objective, backend: str = "inductor") -> None:
+        self.objective = objective
+        self.compiled = torch.compile(objective, backend=backend)
+        self.warm = False
+
+    def __call__(self, model: nn.Module, batch: MultimodalBatch, hyper: Mapping[str, float]) -> ObjectiveOutput:
+        if not self.warm:
+            self.warm = True
+            return self.objective(model, batch, hyper)
+        return self.compiled(model, batch, hyper)
+
+
+def check_autocast(mode: str | None) -> str | None:
+    """``mode`` when it is None or a key of ``AUTOCAST_DTYPES``, else a ValueError naming the choices."""
+    if mode is not None and mode not in AUTOCAST_DTYPES:
+        raise ValueError(f"autocast must be None or one of {sorted(AUTOCAST_DTYPES)}, got {mode!r}")
+    return mode
+
+
+def autocast(device: torch.device, mode: str | None) -> ContextManager:
+    """``torch.autocast`` on ``device`` in the dtype of ``mode`` ('bf16'); a null context for None."""
+    if mode is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=AUTOCAST_DTYPES[mode])
