@@ -58,7 +58,7 @@ def assert_step_agrees(name: str, digits, backend: str) -> None:
         torch.testing.assert_close(got, want, rtol=COMPILE_RTOL, atol=COMPILE_RTOL * want.abs().max().item())
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", ["mmvm", "mmvae-dreg"])  # mopoe: compiled by the trainer test below
 def test_compiled_objective_traces_without_graph_breaks_and_agrees(digits, name):
     """Dynamo's graph and AOT autograd (backend 'aot_eager': no code generation, fast) give eager's numbers."""
     assert_step_agrees(name, digits, "aot_eager")

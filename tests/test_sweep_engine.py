@@ -68,6 +68,14 @@ def test_submitit_executor_runs_a_grid(tmp_path, pooled_sweep):
     assert (tmp_path / rows[0]["run"] / "evaluation.json").is_file()
 
 
+def test_slurm_launcher_is_a_submitit_executor(tmp_path):
+    pytest.importorskip("submitit", reason="optional package 'submitit' (pip install 'pyromm[cluster]')")
+    slurm = {"timeout_min": 10, "cpus_per_task": 1, "slurm_partition": "gpu", "gpus_per_node": 1}
+    with open_executor("slurm", 2, tmp_path, slurm) as executor:
+        assert type(executor).__name__ == "AutoExecutor"  # its 'local' cluster here, 'slurm' where sbatch exists
+        assert executor.folder == (tmp_path / "slurm").resolve()
+
+
 def test_collect_without_runs_is_an_error(tmp_path, capsys):
     assert main(["collect", str(tmp_path)]) == 1
     assert "no run directory with an evaluation.json" in capsys.readouterr().err
