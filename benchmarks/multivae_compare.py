@@ -73,9 +73,12 @@ from pyromm.nn import PolyMNISTConvDecoder, PolyMNISTConvEncoder
 from pyromm.run import build_model, build_objective
 
 try:
-    from multivae.models import JMVAE, MMVAE, MVAE, MVTCAE, JMVAEConfig, MMVAEConfig, MoPoE, MoPoEConfig, MVAEConfig, MVTCAEConfig
+    from multivae.models import (
+        JMVAE, MMVAE, MVAE, MVTCAE, JMVAEConfig, MMVAEConfig, MMVAEPlus, MMVAEPlusConfig, MoPoE, MoPoEConfig, MVAEConfig,
+        MVTCAEConfig,
+    )
     from multivae.models.base import BaseDecoder, BaseEncoder
-    from multivae.models.nn import BaseJointEncoder
+    from multivae.models.nn import BaseJointEncoder, BaseMultilatentEncoder
     from pythae.data.datasets import DatasetOutput
     from pythae.models.base.base_utils import ModelOutput
 except ImportError as error:  # pragma: no cover - only outside the benchmark environment
@@ -112,6 +115,34 @@ class MultiVaeDecoder(BaseDecoder):
 
     def forward(self, z):
         return ModelOutput(reconstruction=self.net(z))
+
+
+class MultiVaeMultilatentEncoder(BaseMultilatentEncoder):
+    """A pyromm MMVAE+ encoder ``x -> (loc, second)``, shared block first, as MultiVae's ``x -> ModelOutput`` with
+    the shared (``embedding``) and private (``style_*``) parameters apart."""
+
+    def __init__(self, net: nn.Module, shared_dim: int, private_dim: int) -> None:
+        super().__init__()
+        self.net, self.latent_dim, self.style_dim = net, shared_dim, private_dim
+
+    def forward(self, x):
+        loc, second = self.net(x)
+        s = self.latent_dim
+        return ModelOutput(
+            embedding=loc[:, :s], log_covariance=second[:, :s], style_embedding=loc[:, s:], style_log_covariance=second[:, s:]
+        )
+
+
+class MultiVaeSwappedDecoder(BaseDecoder):
+    """A pyromm MMVAE+ decoder of ``[w, z]`` (private first) as MultiVae's decoder of ``[z, w]`` (shared first)."""
+
+    def __init__(self, net: nn.Module, shared_dim: int) -> None:
+        super().__init__()
+        self.net, self.latent_dim = net, shared_dim
+
+    def forward(self, u):
+        s = self.latent_dim
+        return ModelOutput(reconstruction=self.net(torch.cat([u[:, s:], u[:, :s]], -1)))
 
 
 class MultiVaeJointEncoder(BaseJointEncoder):
@@ -177,11 +208,14 @@ def pyromm_side(model: str, args, **overrides) -> tuple[RunConfig, nn.Module, Ca
     return cfg, pm_model, build_objective(cfg), hyper
 
 
-def multivae_common(cfg: RunConfig, pm_model) -> tuple[dict, dict, dict, list]:
-    """Wrapped deep copies of pyromm's encoders/decoders, the shared config fields and the parameter pairs."""
+def multivae_common(
+    cfg: RunConfig, pm_model, wrap_encoder: Callable = MultiVaeEncoder, wrap_decoder: Callable = MultiVaeDecoder
+) -> tuple[dict, dict, dict, list]:
+    """Deep copies of pyromm's encoders/decoders wrapped as ``wrap_*(net, cfg.latent_dim)``, the shared config
+    fields and the parameter pairs."""
     names = pm_model.modality_names
-    encoders = {n: MultiVaeEncoder(copy.deepcopy(pm_model.encoders[n]), cfg.latent_dim) for n in names}
-    decoders = {n: MultiVaeDecoder(copy.deepcopy(pm_model.decoders[n]), cfg.latent_dim) for n in names}
+    encoders = {n: wrap_encoder(copy.deepcopy(pm_model.encoders[n]), cfg.latent_dim) for n in names}
+    decoders = {n: wrap_decoder(copy.deepcopy(pm_model.decoders[n]), cfg.latent_dim) for n in names}
     common = dict(
         n_modalities=len(names),
         latent_dim=cfg.latent_dim,
@@ -219,6 +253,28 @@ def build_mmvae(args) -> Pair:
     return Pair(
         "mmvae", cfg, pm, obj, hyper, mv, {"epoch": 1}, mv_scale=lambda b: 1.0 / b, param_pairs=pairs,
         notes=f"K={cfg.num_importance_samples}, {cfg.estimator} looser, Laplace experts, learnt prior scale",
+    )
+
+
+def build_mmvae_plus(args) -> Pair:
+    cfg, pm, obj, hyper = pyromm_side("mmvae_plus", args)
+    private = pm.private_dim
+    enc, dec, common, pairs = multivae_common(
+        cfg, pm, lambda net, shared: MultiVaeMultilatentEncoder(net, shared, private), MultiVaeSwappedDecoder
+    )
+    mv_cfg = MMVAEPlusConfig(
+        **common, K=cfg.num_importance_samples, prior_and_posterior_dist="laplace_with_softmax", learn_shared_prior=False,
+        learn_modality_prior=True, beta=cfg.beta, modalities_specific_dim=private, loss="dreg_looser",
+    )
+    mv = MMVAEPlus(mv_cfg, enc, dec)
+    with torch.no_grad():  # both 0 at start; copied so the pair stays exact if either default changes
+        for n in pm.modality_names:
+            mv.logvars_priors[n].copy_(pm.private_prior_logits[n].detach().reshape(mv.logvars_priors[n].shape))
+    pairs += [(pm.private_prior_logits[n], mv.logvars_priors[n]) for n in pm.modality_names]
+    return Pair(
+        "mmvae_plus", cfg, pm, obj, hyper, mv, {"epoch": 1}, mv_scale=lambda b: 1.0 / b, param_pairs=pairs,
+        notes=f"K={cfg.num_importance_samples}, DReG looser ({cfg.dreg_detach} detach), D_z = D_w = {cfg.latent_dim}, "
+        "learnt private priors, fixed p(u)",
     )
 
 
@@ -260,6 +316,7 @@ BUILDERS: dict[str, Callable[[argparse.Namespace], Pair]] = {
     "mopoe": build_mopoe,
     "mvtcae": build_mvtcae,
     "jmvae": build_jmvae,
+    "mmvae_plus": build_mmvae_plus,
 }
 
 
@@ -473,14 +530,14 @@ def main(argv=None):
     print(f"median step time ({rows[0]['clock'] if rows else ''} ms); ratio = MultiVae / pyromm (> 1: pyromm faster)")
     print("enc/dec passes: rows through the encoders / decoders per step, in batches (pyromm | MultiVae)")
     print(
-        f"{'model':<8}{'pyromm':>9}{'MultiVae':>10}{'ratio':>7}{'wall ratio':>12}{'steps':>7}{'loss err':>10}"
+        f"{'model':<11}{'pyromm':>9}{'MultiVae':>10}{'ratio':>7}{'wall ratio':>12}{'steps':>7}{'loss err':>10}"
         f"{'grad err':>10}{'enc passes':>13}{'dec passes':>13}"
     )
     for r in rows:
         loss_err = abs(r["check_loss_pyromm"] - r["check_loss_multivae"]) / abs(r["check_loss_pyromm"])
         pm, mv = r["passes"]["pyromm"], r["passes"]["multivae"]
         print(
-            f"{r['model']:<8}{r['pyromm_ms']:>9.1f}{r['multivae_ms']:>10.1f}{r['ratio']:>7.2f}{r['wall_ratio']:>12.2f}"
+            f"{r['model']:<11}{r['pyromm_ms']:>9.1f}{r['multivae_ms']:>10.1f}{r['ratio']:>7.2f}{r['wall_ratio']:>12.2f}"
             f"{r['steps_per_side']:>7}{loss_err:>10.1e}{r['check_grad_rel_err']:>10.1e}"
             f"{pm['encoder']:>7g} | {mv['encoder']:<3g}{pm['decoder']:>7g} | {mv['decoder']:<3g}"
         )

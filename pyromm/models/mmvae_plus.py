@@ -216,9 +216,9 @@ class MMVAEPlusObjective:
         log_q_w = torch.stack([parts[r][1].log_prob(w[:, i]) for i, r in enumerate(names)], dim=1)
         log_pu = unit_laplace(u.shape, u).log_prob(u)
         log_px = 0.0
-        for d in names:
+        for d in names:  # one decoder call per (r, d) pair, as MMVAEObjective.log_weights explains
             inputs = [u[:, i] if r == d else torch.cat([cross[r, d], z[:, i]], -1) for i, r in enumerate(names)]
-            log_px = log_px - reconstruction(model, batch, torch.stack(inputs, dim=1), [d])[d]
+            log_px = log_px - torch.stack([reconstruction(model, batch, v, [d])[d] for v in inputs], dim=1)
         return log_px + beta * (log_pu - log_mixture - log_q_w)
 
     def per_sample(self, model: MMVAEPlus, batch: MultimodalBatch, hyper: Mapping[str, float]) -> tuple[Tensor, Tensor]:
