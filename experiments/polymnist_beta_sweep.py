@@ -16,11 +16,15 @@ from __future__ import annotations
 
 from pyromm.sweep import beta_sweep, experiment_config, experiment_executor, experiment_parser
 
+# --quick: MLP nets and a Normal(σ = 0.25) likelihood on the full 60k training split, 9 epochs (4,212 steps).
+# Under the paper's Laplace(0.75) neither model encodes the digit within a CPU budget (latent accuracy near
+# chance after 1,000–2,800 steps); the squared error weighs the digit's large pixel errors above the
+# background texture, and at β = 8 MMVM's latent accuracy overtakes the independent VAEs' after ~2,500 steps.
 QUICK = dict(
-    network="conv", latent_dim=32, epochs=5, batch_size=128, lr=1e-3, train_limit=10000, test_limit=2000,
-    classifier_epochs=2, eval_num_train=10000,
+    network="mlp", hidden=[512, 512], latent_dim=32, likelihood="normal", likelihood_scale=0.25, epochs=9,
+    batch_size=128, lr=1e-3, test_limit=2000, classifier_epochs=2, eval_num_train=10000,
 )
-QUICK_BETAS = [2.0**-4, 2.0**-1]
+QUICK_BETAS = [8.0]
 # MMVM paper, App. B.4 and ALGORITHMS.md §1.7: ResNet nets, latent 512, Adam 5e-4, batch 256, 400 epochs.
 PAPER = dict(network="resnet", latent_dim=512, epochs=400, batch_size=256, lr=5e-4, classifier_epochs=10, checkpoint_every=5)
 PAPER_BETAS = [2.0**k for k in range(-8, 4)]
