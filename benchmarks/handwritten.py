@@ -4,8 +4,9 @@ Each ``<model>(nets, xs, ...)`` returns the loss of the pyromm objective of that
 per-sample negative objective, summed over modalities and data dimensions) from the same encoder/decoder
 modules, in plain tensors: Gaussian posteriors as (μ, σ) with σ = exp(lv/2) + 1e-6, Laplace posteriors as
 (μ, s) with s = softmax(ℓ)·D + 1e-6 (pyromm's parameterisations and scale floor), the Laplace(0.75)
-likelihood and every KL, PoE, mixture and importance weight written out. Random numbers are drawn in
-pyromm's order and shapes, so under the same seed both sides use the same noise.
+likelihood and every KL, PoE, mixture and importance weight written out (JNF's flows are the model's own nflows
+MAF modules, called for u = f(z) and log |det|). Random numbers are drawn in pyromm's order and shapes, so under
+the same seed both sides use the same noise.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ class Nets:
     prior_logits: Tensor | None
     private_prior_logits: list[Tensor]
     shared_dim: int
+    flows: list[nn.Module]
 
     @classmethod
     def of(cls, model: nn.Module) -> "Nets":
@@ -47,6 +49,7 @@ class Nets:
             prior_logits=getattr(model, "prior_logits", None),
             private_prior_logits=[] if private is None else [private[n] for n in names],
             shared_dim=getattr(model, "shared_dim", model.latent_dim),
+            flows=[model.flows[n] for n in names] if hasattr(model, "flows") else [],
         )
 
 
@@ -242,33 +245,59 @@ def mvtcae(nets: Nets, xs: list[Tensor], beta: float, alpha: float) -> Tensor:
     return rec + beta * rate.mean()
 
 
-def jmvae(nets: Nets, xs: list[Tensor], beta: float, alpha: float) -> Tensor:
-    """JMVAE-KL: q(z | X) = N(μ, exp(lv)) from [μ, lv] = heads(h), h = MLP([enc_1(x_1); …; enc_M(x_M)]) (no floor);
-    Σ_m mean nll(x_m | z) + mean [β KL(q ‖ N(0, I)) + α Σ_m KL(q ‖ q_m)]."""
+def joint_posterior(nets: Nets, xs: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """(μ, σ) of q(z | X) = N(μ, exp(lv)), [μ, lv] = heads(h), h = MLP([enc_1(x_1); …; enc_M(x_M)]) (no floor)."""
     h = nets.joint.body(torch.cat([torch.cat(head(x), -1) for head, x in zip(nets.joint_heads, xs)], -1))
-    mu, std = nets.joint.loc(h), torch.exp(0.5 * nets.joint.log_var(h))
+    return nets.joint.loc(h), torch.exp(0.5 * nets.joint.log_var(h))
+
+
+def jmvae(nets: Nets, xs: list[Tensor], beta: float, alpha: float) -> Tensor:
+    """JMVAE-KL with the joint posterior q(z | X) of :func:`joint_posterior`:
+    Σ_m mean nll(x_m | z) + mean [β KL(q ‖ N(0, I)) + α Σ_m KL(q ‖ q_m)]."""
+    mu, std = joint_posterior(nets, xs)
     stats = [normal_posterior(enc, x) for enc, x in zip(nets.encoders, xs)]
     rec = shared_reconstruction(nets, xs, mu, std, list(range(len(xs))))
     return rec + (beta * kl_standard(mu, std) + alpha * sum(kl_normal(mu, std, *s) for s in stats)).mean()
 
 
+def jnf_flows(nets: Nets, xs: list[Tensor]) -> Tensor:
+    """JNF stage 2 (joint encoder frozen): z ~ q(z | X) of :func:`joint_posterior`, drawn without gradient;
+    loss = Σ_m mean_b −log q_m(z | x_m), log q_m(z | x_m) = log N(f_m(z); μ_m, σ_m²) + log |det ∂f_m(z)/∂z|
+    through the unconditional nflows MAF f_m (z ↦ u) and the encoder Gaussian (μ_m, σ_m) of x_m."""
+    with torch.no_grad():
+        z = torch.normal(*joint_posterior(nets, xs))
+    loss = 0.0
+    for enc, flow, x in zip(nets.encoders, nets.flows, xs):
+        u, log_det = flow(z)
+        loss = loss - (log_normal(u, *normal_posterior(enc, x)) + log_det).mean()
+    return loss
+
+
 # --- importance-weighted mixtures of Laplace experts ---------------------------------------------------------
 
 
-def mmvae(nets: Nets, xs: list[Tensor], num_samples: int) -> Tensor:
-    """MMVAE, DReG looser: z_{r,k} ~ q_r (k = 1..K, drawn r by r), every z decoded by every decoder,
-    lw_{r,k} = log p(z) − Σ_d nll(x_d | z) − [logsumexp_m log q̄_m(z) − log M] (q̄: detached parameters),
-    p = Laplace(0, softmax(ℓ_p)·D); loss = −mean_b 1/M Σ_r Σ_k w̃_{r,k} lw_{r,k}, w̃ = softmax_k(lw) (no grad),
-    with a hook multiplying the gradient reaching z_{r,k} by w̃_{r,k}."""
+def mmvae(nets: Nets, xs: list[Tensor], num_samples: int, estimator: str) -> Tensor:
+    """MMVAE, looser bound: z_{r,k} ~ q_r (k = 1..K, drawn r by r), every z decoded by every decoder (one call
+    per decoder and source r, on its K·B draws, as pyromm and the references do), and
+    lw_{r,k} = log p(z) − Σ_d nll(x_d | z) − [logsumexp_m log q_m(z) − log M], p = Laplace(0, softmax(ℓ_p)·D).
+    'iwae': loss = −mean_b 1/M Σ_r [logsumexp_k lw_{r,k} − log K]. 'dreg': the q_m in lw take detached
+    parameters and loss = −mean_b 1/M Σ_r Σ_k w̃_{r,k} lw_{r,k}, w̃ = softmax_k(lw) (no grad), with a hook
+    multiplying the gradient reaching z_{r,k} by w̃_{r,k}."""
     stats = [(loc, laplace_scale(second)) for loc, second in (enc(x) for enc, x in zip(nets.encoders, xs))]
     m, (b, d) = len(stats), stats[0][0].shape
     z = torch.stack([laplace_rsample(loc, scale, (num_samples, b, d)) for loc, scale in stats], 1)  # (K, M, B, D)
-    log_q = torch.stack([log_laplace(z, loc.detach(), scale.detach()) for loc, scale in stats], -1)
+    dreg = estimator == "dreg"
+    in_log_q = [(loc.detach(), scale.detach()) for loc, scale in stats] if dreg else stats
+    log_q = torch.stack([log_laplace(z, loc, scale) for loc, scale in in_log_q], -1)
     log_mixture = torch.logsumexp(log_q, -1) - math.log(m)
     log_prior = log_laplace(z, 0.0, torch.softmax(nets.prior_logits, -1) * d)
-    flat = z.reshape(-1, d)
-    nll = sum(laplace_nll(x, dec(flat).reshape(*z.shape[:-1], *x.shape[1:])) for dec, x in zip(nets.decoders, xs))
-    lw = log_prior - nll - log_mixture  # (K, M, B)
+    nll = []
+    for z_r in z.unbind(1):
+        flat = z_r.reshape(-1, d)
+        nll.append(sum(laplace_nll(x, dec(flat).view(num_samples, *x.shape)) for dec, x in zip(nets.decoders, xs)))
+    lw = log_prior - torch.stack(nll, 1) - log_mixture  # (K, M, B)
+    if not dreg:
+        return -(torch.logsumexp(lw, 0) - math.log(num_samples)).mean(0).mean()
     weights = torch.softmax(lw.detach(), 0)
     z.register_hook(lambda grad: grad * weights.unsqueeze(-1))
     return -(weights * lw).sum(0).mean(0).mean()

@@ -1,18 +1,21 @@
 """Time a pyromm training step against MultiVae 1.0.3 on the same networks, batch and objective.
 
-Models: MVAE, MMVAE, MoPoE, MVTCAE, JMVAE (MMVAE+ is not compared yet). For each, the
-pyromm model and objective come from ``pyromm.config.RunConfig`` + ``pyromm.run.build_model`` /
-``build_objective`` (network ``conv``, 3 views of PolyMNIST-shaped random images (3, 28, 28), latent 64,
-batch 128, Laplace(0.75) likelihood); the MultiVae model gets deep copies of the very same encoder and
-decoder modules (and, for JMVAE, of pyromm's joint encoder), wrapped in MultiVae's ``BaseEncoder`` /
-``BaseDecoder`` / ``BaseJointEncoder`` interface, so both start from identical weights. One step is
+Models: MVAE, MMVAE, MoPoE, MVTCAE, JMVAE, MMVAE+. For each, the pyromm model and objective come from
+``pyromm.config.RunConfig`` + ``pyromm.run.build_model`` / ``build_objective`` (network ``conv``, 3 views of
+PolyMNIST-shaped random images (3, 28, 28), latent 64 (MMVAE+: 64 shared + 64 private), batch 128,
+Laplace(0.75) likelihood); the MultiVae model gets deep copies of the very same encoder and decoder modules
+(and, for JMVAE, of pyromm's joint encoder), wrapped in MultiVae's ``BaseEncoder`` / ``BaseDecoder`` /
+``BaseJointEncoder`` interface (MMVAE+: ``BaseMultilatentEncoder``, the encoder's outputs split into the shared
+block, first, and the private block; MultiVae decodes [z, w] where pyromm decodes [w, z], so its decoder
+wrapper swaps the halves back, one small ``cat`` per call), so both start from identical weights. One step is
 ``zero_grad; loss; backward; step`` with Adam (lr 1e-3) on each side, as MultiVae's trainer does it
 (``model(inputs, epoch=...).loss``); the timings interleave the two sides for several rounds and report
 the median step time and the ratio MultiVae / pyromm (> 1: pyromm is faster). On a CPU the step time is
-the process CPU time (``time.process_time``: with one thread it is the step's own compute, unaffected by
-other processes on a shared machine); the wall-clock ratio is reported next to it. On a GPU it is the
-wall-clock time after ``torch.cuda.synchronize()``. The number of timed steps per round is sized from the
-warm-up steps so that each model takes about ``--budget`` seconds (at least one step per side per round).
+the process CPU time (``time.process_time``: with one thread it is the step's own compute, not the time other
+processes hold the core, though they still slow it through shared caches and memory bandwidth); the
+wall-clock ratio is reported next to it. On a GPU it is the wall-clock time after ``torch.cuda.synchronize()``.
+The number of timed steps per round is sized from the warm-up steps so that each model takes about
+``--budget`` seconds (at least one step per side per round).
 The table also lists how many batches' worth of rows each side pushes through the encoders and decoders
 in one step (forward hooks on the PolyMNIST nets), which explains most ratios: the networks dominate.
 
@@ -20,10 +23,11 @@ Before timing, every pair is checked: with all sampling noise set to zero (z = p
 losses are deterministic) on a batch of 126 samples (a multiple of MoPoE's 7 subsets, where both
 libraries cut the batch into the same blocks), the two losses must agree to a relative 1e-3 (reported:
 ``loss err``, the relative difference) and ``grad err`` is max_p ||g_pyromm - g_multivae|| / ||g_pyromm||
-over the parameters of the shared networks. (MMVAE's differ by ~1e-4: MultiVae normalises its DReG weights
-as exp(lw - logsumexp lw) in float32 with |lw| ~ 7.5e3, so they sum to 1 only to ~1e-4; pyromm uses softmax.)
-MultiVae's MMVAE returns the batch *sum* of the bound, pyromm the batch mean: its loss and gradients are
-divided by the batch size for the check (Adam is invariant to that scale).
+over the parameters of the shared networks. (MMVAE's and MMVAE+'s differ by ~1e-4: MultiVae normalises its
+DReG weights as exp(lw - logsumexp lw) in float32 with |lw| ~ 7.5e3, so they sum to 1 only to ~1e-4; pyromm
+uses softmax. In float64 the MMVAE+ pair agrees to 2e-8.) MultiVae's MMVAE and MMVAE+ return the batch *sum*
+of the bound, pyromm the batch mean: their loss and gradients are divided by the batch size for the check
+(Adam is invariant to that scale).
 
 Run it with the benchmark environment's Python (MultiVae lives only there, never as a pyromm dependency):
 
@@ -47,7 +51,10 @@ Settings: ``torch.set_num_threads(--threads)`` (1 by default: the benchmark mach
 thread the ratio reflects per-step work and Python overhead rather than scheduling noise). By default
 torch.distributions argument validation keeps its library default (on; pyromm passes
 ``validate_args=False`` where it builds posteriors, MultiVae does not); ``--validation off`` turns it off
-globally for both sides.
+globally for both sides. ``--flush-denormal`` sets ``torch.set_flush_denormal(True)`` for both sides: after a
+few steps MMVAE's and MMVAE+'s importance weights are so peaked that ~5-10 % of the gradients reaching the
+decoders are denormal floats, which x86 CPUs process many times slower, and both libraries' steps slow down
+2-3× (neither library sets the flag).
 """
 from __future__ import annotations
 
@@ -256,28 +263,6 @@ def build_mmvae(args) -> Pair:
     )
 
 
-def build_mmvae_plus(args) -> Pair:
-    cfg, pm, obj, hyper = pyromm_side("mmvae_plus", args)
-    private = pm.private_dim
-    enc, dec, common, pairs = multivae_common(
-        cfg, pm, lambda net, shared: MultiVaeMultilatentEncoder(net, shared, private), MultiVaeSwappedDecoder
-    )
-    mv_cfg = MMVAEPlusConfig(
-        **common, K=cfg.num_importance_samples, prior_and_posterior_dist="laplace_with_softmax", learn_shared_prior=False,
-        learn_modality_prior=True, beta=cfg.beta, modalities_specific_dim=private, loss="dreg_looser",
-    )
-    mv = MMVAEPlus(mv_cfg, enc, dec)
-    with torch.no_grad():  # both 0 at start; copied so the pair stays exact if either default changes
-        for n in pm.modality_names:
-            mv.logvars_priors[n].copy_(pm.private_prior_logits[n].detach().reshape(mv.logvars_priors[n].shape))
-    pairs += [(pm.private_prior_logits[n], mv.logvars_priors[n]) for n in pm.modality_names]
-    return Pair(
-        "mmvae_plus", cfg, pm, obj, hyper, mv, {"epoch": 1}, mv_scale=lambda b: 1.0 / b, param_pairs=pairs,
-        notes=f"K={cfg.num_importance_samples}, DReG looser ({cfg.dreg_detach} detach), D_z = D_w = {cfg.latent_dim}, "
-        "learnt private priors, fixed p(u)",
-    )
-
-
 def build_mopoe(args) -> Pair:
     cfg, pm, obj, hyper = pyromm_side("mopoe_reference", args)
     enc, dec, common, pairs = multivae_common(cfg, pm)
@@ -307,6 +292,28 @@ def build_jmvae(args) -> Pair:
     return Pair(
         "jmvae", cfg, pm, obj, hyper, JMVAE(mv_cfg, enc, dec, joint_encoder=joint), {"epoch": 1}, param_pairs=pairs,
         notes="pyromm's joint encoder given to MultiVae (its default MultipleHeadJointEncoder differs, see README)",
+    )
+
+
+def build_mmvae_plus(args) -> Pair:
+    cfg, pm, obj, hyper = pyromm_side("mmvae_plus", args)
+    private = pm.private_dim
+    enc, dec, common, pairs = multivae_common(
+        cfg, pm, lambda net, shared: MultiVaeMultilatentEncoder(net, shared, private), MultiVaeSwappedDecoder
+    )
+    mv_cfg = MMVAEPlusConfig(
+        **common, K=cfg.num_importance_samples, prior_and_posterior_dist="laplace_with_softmax", learn_shared_prior=False,
+        learn_modality_prior=True, beta=cfg.beta, modalities_specific_dim=private, loss="dreg_looser",
+    )
+    mv = MMVAEPlus(mv_cfg, enc, dec)
+    with torch.no_grad():  # both 0 at start; copied so the pair stays exact if either default changes
+        for n in pm.modality_names:
+            mv.logvars_priors[n].copy_(pm.private_prior_logits[n].detach().reshape(mv.logvars_priors[n].shape))
+    pairs += [(pm.private_prior_logits[n], mv.logvars_priors[n]) for n in pm.modality_names]
+    return Pair(
+        "mmvae_plus", cfg, pm, obj, hyper, mv, {"epoch": 1}, mv_scale=lambda b: 1.0 / b, param_pairs=pairs,
+        notes=f"K={cfg.num_importance_samples}, DReG looser ({cfg.dreg_detach} detach), D_z={cfg.latent_dim}, "
+        f"D_w={private}, learnt private priors, fixed p(u)",
     )
 
 
@@ -421,6 +428,7 @@ def environment(args, device: torch.device) -> dict[str, Any]:
         "torchvision": torchvision.__version__,
         "python": platform.python_version(),
         "distribution_validation": args.validation,
+        "flush_denormal": args.flush_denormal,
         "network": "conv",
         "batch_size": args.batch_size,
         "latent_dim": args.latent_dim,
@@ -446,6 +454,7 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (1: shared machine)")
     p.add_argument("--validation", choices=("default", "off"), default="default",
                    help="torch.distributions argument validation: library default (on) or off for both sides")
+    p.add_argument("--flush-denormal", action="store_true", help="torch.set_flush_denormal(True) for both sides")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--json", help="write the environment and results here")
     args = p.parse_args(argv)
@@ -456,6 +465,8 @@ def main(argv=None):
         torch.set_num_interop_threads(1)
     if args.validation == "off":
         pyro.enable_validation(False)  # also torch.distributions.Distribution.set_default_validate_args(False)
+    if args.flush_denormal and not torch.set_flush_denormal(True):
+        p.error("--flush-denormal: this CPU does not support flushing denormals")
     device = torch.device(args.device)
     sync = device.type == "cuda"
     g = torch.Generator().manual_seed(0)

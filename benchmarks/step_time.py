@@ -7,7 +7,11 @@ and decoder modules. Models (MMVM-code baselines: AVG/PoE/MoE/MoPoE sum their KL
 
     independent, mmvm-jensen, mmvm-mc, avg, poe, moe, mopoe, mopoe_reference (subset-averaged KL, prior
     expert in the full subset), mvae (PoE + prior expert, full set + singletons, k = 0), mvtcae, jmvae,
-    mmvae (DReG looser, K = 10), mmvae_plus (ELBO, K = 1)
+    mmvae-dreg, mmvae-iwae (looser bound, K = 10), mmvae_plus (ELBO, K = 1), jnf_stage2 (JNF's second stage:
+    the unimodal encoders and MAF flows fitted to draws of the frozen joint encoder, ``FlowPosteriorFit``)
+
+A model trained in stages (JNF) is timed in its last stage, as ``pyromm train`` runs it: that stage's objective,
+and only that stage's parameters trainable.
 
 Before timing, both sides compute the loss and gradients from the same weights under the same seed: the
 losses must agree to a relative 1e-4 (``loss err``); ``grad err`` is max over parameters of
@@ -21,7 +25,7 @@ ratio pyromm / hand-written (> 1: pyromm is slower). On a CPU the step time is t
 thread, the step's own compute, robust to other load on a shared machine), with the wall-clock ratio next to
 it; on a GPU both are wall-clock after ``torch.cuda.synchronize()``.
 
-    python benchmarks/step_time.py --network conv [--models mvae mmvae] [--steps 10] [--rounds 3] [--threads 1]
+    python benchmarks/step_time.py --network conv [--models mvae mmvae-dreg] [--steps 10] [--rounds 3] [--threads 1]
         [--json out.json]
 """
 from __future__ import annotations
@@ -29,21 +33,19 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import statistics
 import sys
-import time
 from functools import partial
 from pathlib import Path
 
 import pyro
 import torch
 
-import handwritten as hw  # benchmarks/handwritten.py, next to this script
+import handwritten as hw  # benchmarks/handwritten.py and common.py, next to this script
+from common import clock, machine, timed
 from pyromm.config import NETWORKS, RunConfig
 from pyromm.data import MultimodalBatch
-from pyromm.run import build_model, build_objective
+from pyromm.run import build_model, build_objective, build_stages
 
 IMAGE_SHAPE = (3, 28, 28)
 BETA = 1.0
@@ -64,16 +66,25 @@ MODELS = {
     "mvae": ({"model": "mvae", "num_random_subsets": 0}, partial(hw.mvae, beta=BETA)),
     "mvtcae": ({"model": "mvtcae", "alpha": ALPHA}, partial(hw.mvtcae, beta=BETA, alpha=ALPHA)),
     "jmvae": ({"model": "jmvae", "alpha": ALPHA}, partial(hw.jmvae, beta=BETA, alpha=ALPHA)),
-    "mmvae": ({"model": "mmvae", "num_importance_samples": K, "estimator": "dreg"}, partial(hw.mmvae, num_samples=K)),
+    "mmvae-dreg": (
+        {"model": "mmvae", "num_importance_samples": K, "estimator": "dreg"},
+        partial(hw.mmvae, num_samples=K, estimator="dreg"),
+    ),
+    "mmvae-iwae": (
+        {"model": "mmvae", "num_importance_samples": K, "estimator": "iwae"},
+        partial(hw.mmvae, num_samples=K, estimator="iwae"),
+    ),
     "mmvae_plus": (
         {"model": "mmvae_plus", "num_importance_samples": 1, "estimator": "elbo"},
         partial(hw.mmvae_plus, beta=BETA),
     ),
+    "jnf_stage2": ({"model": "jnf"}, hw.jnf_flows),
 }
 
 
 def pyromm_side(name: str, args) -> tuple[torch.nn.Module, object]:
-    """The model and objective exactly as ``pyromm train`` builds them for this benchmark's settings."""
+    """The model and objective exactly as ``pyromm train`` builds them for this benchmark's settings; for a model
+    trained in stages, the last stage's objective, with every parameter outside that stage frozen."""
     cfg = RunConfig(
         dataset="polymnist",
         num_views=args.views,
@@ -86,8 +97,14 @@ def pyromm_side(name: str, args) -> tuple[torch.nn.Module, object]:
         seed=0,
         **MODELS[name][0],
     )
-    model = build_model(cfg, {f"m{i}": IMAGE_SHAPE for i in range(args.views)})
-    return model.to(args.device), build_objective(cfg)
+    model = build_model(cfg, {f"m{i}": IMAGE_SHAPE for i in range(args.views)}).to(args.device)
+    stages = build_stages(cfg, model)
+    if stages is None:
+        return model, build_objective(cfg)
+    trainable = {id(p) for p in stages[-1].trainable(model)}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in trainable)
+    return model, stages[-1].objective
 
 
 def loss_and_grads(loss_fn, params: list[torch.nn.Parameter]) -> tuple[float, list[torch.Tensor | None]]:
@@ -119,15 +136,6 @@ def compare(name: str, pyromm_loss, torch_loss, params) -> tuple[float, float]:
     return abs(a - b) / abs(a), grad_err
 
 
-def time_step(step, sync: bool) -> tuple[float, float]:
-    """Process CPU seconds and wall-clock seconds of one call of ``step``."""
-    c0, w0 = time.process_time(), time.perf_counter()
-    step()
-    if sync:
-        torch.cuda.synchronize()
-    return time.process_time() - c0, time.perf_counter() - w0
-
-
 def bench(name: str, args, batch: MultimodalBatch, xs: list[torch.Tensor]) -> dict:
     """Check, then time, one model: its table row."""
     model, objective = pyromm_side(name, args)
@@ -138,7 +146,7 @@ def bench(name: str, args, batch: MultimodalBatch, xs: list[torch.Tensor]) -> di
     pyromm_loss = lambda: objective(model, batch, hyper).loss  # noqa: E731
     torch_loss = lambda: reference(nets, xs)  # noqa: E731
     loss_err, grad_err = compare(name, pyromm_loss, torch_loss, params)
-    opt = torch.optim.Adam(params, lr=1e-4)
+    opt = torch.optim.Adam([p for p in params if p.requires_grad], lr=1e-4)
 
     def step(loss_fn):
         opt.zero_grad(set_to_none=True)
@@ -146,7 +154,6 @@ def bench(name: str, args, batch: MultimodalBatch, xs: list[torch.Tensor]) -> di
         opt.step()
 
     sides = {"pyromm": partial(step, pyromm_loss), "torch": partial(step, torch_loss)}
-    sync = args.device.type == "cuda"
     for _ in range(args.warmup):
         for fn in sides.values():
             fn()
@@ -155,16 +162,16 @@ def bench(name: str, args, batch: MultimodalBatch, xs: list[torch.Tensor]) -> di
         order = ("pyromm", "torch") if r % 2 == 0 else ("torch", "pyromm")
         for _ in range(args.steps):
             for side in order:
-                cpu, wall = time_step(sides[side], sync)
+                cpu, wall = timed(sides[side], args.device)
                 times[side]["cpu"].append(cpu)
                 times[side]["wall"].append(wall)
-    med = {side: {clock: statistics.median(t) for clock, t in by_clock.items()} for side, by_clock in times.items()}
-    clock = "wall" if sync else "cpu"
+    med = {side: {kind: statistics.median(t) for kind, t in by_kind.items()} for side, by_kind in times.items()}
+    on = clock(args.device)
     return {
         "model": name,
-        "pyromm_ms": 1e3 * med["pyromm"][clock],
-        "torch_ms": 1e3 * med["torch"][clock],
-        "ratio": med["pyromm"][clock] / med["torch"][clock],
+        "pyromm_ms": 1e3 * med["pyromm"][on],
+        "torch_ms": 1e3 * med["torch"][on],
+        "ratio": med["pyromm"][on] / med["torch"][on],
         "wall_ratio": med["pyromm"]["wall"] / med["torch"]["wall"],
         "loss_err": loss_err,
         "grad_err": grad_err,
@@ -172,30 +179,16 @@ def bench(name: str, args, batch: MultimodalBatch, xs: list[torch.Tensor]) -> di
     }
 
 
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            return next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
-
-
 def environment(args) -> dict:
-    device = args.device
     return {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({cpu_name()})",
-        "clock": "wall (cuda synchronize)" if device.type == "cuda" else "process CPU time",
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "pyro": pyro.__version__,
-        "python": platform.python_version(),
+        **machine(args.device),
+        "clock": "wall (cuda synchronize)" if args.device.type == "cuda" else "process CPU time",
         "network": args.network,
         "batch_size": args.batch_size,
         "latent_dim": args.latent_dim,
         "views": args.views,
         "steps": args.steps,
         "rounds": args.rounds,
-        "loadavg_start": os.getloadavg(),
     }
 
 
@@ -223,7 +216,7 @@ def main(argv=None):
     for name in args.models:
         rows.append(bench(name, args, batch, xs))
         print(f"{name}: done", file=sys.stderr, flush=True)
-    env["loadavg_end"] = os.getloadavg()
+    env["loadavg_end"] = machine(args.device)["loadavg"]
     print(json.dumps(env))
     header = ("model", "pyromm ms", "torch ms", "ratio", "wall ratio", "loss err", "grad err")
     print(f"{header[0]:<16}" + "".join(f"{h:>11}" for h in header[1:]))

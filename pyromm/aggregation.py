@@ -68,7 +68,10 @@ class StratifiedMixture(DiagNormalMixture):
         if not self.stratified:
             return dist.Categorical(logits=self.log_weights).sample(sample_shape)
         n = self.batch_shape[-1] if self.batch_shape else 1
-        cdf = self.weights.cumsum(-1)
+        log_weights = self.log_weights
+        if log_weights.dim() > 1 and not any(log_weights.stride()[:-1]):  # expanded: one row for every sample
+            log_weights = log_weights[(0,) * (log_weights.dim() - 1)]
+        cdf = log_weights.exp().cumsum(-1)
         cdf = (cdf / cdf[..., -1:]).contiguous()  # last entry exactly 1, so u_b < 1 always finds a component
         u = (torch.arange(n, dtype=cdf.dtype, device=cdf.device) + 0.5) / n
         u = u.expand(self.batch_shape).unsqueeze(-1).contiguous()
@@ -102,8 +105,9 @@ class SubsetProductMixture(StratifiedMixture):
     r"""MoPoE's mixture Σ_k w_bk PoE_k(z), each component the product of a subset of E experts.
 
     ``expert_locs`` and ``expert_log_precisions`` (log 1/σ_e²) have shape ``(B, E, D)``; ``members`` ``(B, K, E)``
-    marks the experts of component k for sample b. Component k: log(1/σ_k²) = logsumexp_{e∈k} log(1/σ_e²) and
-    μ_k = Σ_{e∈k} softmax_e(log(1/σ_e²)) μ_e, i.e. 1/σ_k² = Σ_{e∈k} 1/σ_e² and μ_k = σ_k² Σ_{e∈k} μ_e/σ_e².
+    (or ``(K, E)``, shared by every sample) marks the experts of component k for sample b. Component k:
+    log(1/σ_k²) = logsumexp_{e∈k} log(1/σ_e²) and μ_k = Σ_{e∈k} softmax_e(log(1/σ_e²)) μ_e, i.e.
+    1/σ_k² = Σ_{e∈k} 1/σ_e² and μ_k = σ_k² Σ_{e∈k} μ_e/σ_e².
 
     :meth:`component` (hence ``rsample`` and the 'selected' rate) builds only the product each sample picked,
     O(B·E·D); ``locs``/``scales`` (``log_prob``, the subset-averaged KL, the moments) build all K products,
@@ -223,17 +227,23 @@ def mixture_of_products(
     names, locs, scales, observed = _stack(posteriors, mask)
     family = subsets(names) if family is None else _check_family(family, names)
     membership, with_prior = _membership(tuple(names), tuple(family), prior_expert, locs.device)
-    observed_members = membership & observed.unsqueeze(-2)  # (B, K, M)
-    present = observed_members.any(-1)
-    # Subsets without an observed member use all their (placeholder) members: finite, weight 0.
-    members = torch.where(present.unsqueeze(-1), observed_members, membership)
-    members = torch.cat([members, with_prior.expand(*present.shape, 1)], dim=-1)  # the prior expert last
+    if mask is None or all(mask.get(name) is None for name in names):
+        # Nothing masked: one (K, E) membership and uniform weights shared by every sample, so a step costs
+        # O(K·E) here, not O(B·K·E) (K = 2^M − 1 for the full family).
+        members = torch.cat([membership, with_prior], dim=-1)  # the prior expert last
+        present = torch.ones(len(family), dtype=torch.bool, device=locs.device)
+        log_weights = _uniform_log_weights(present, locs.dtype).expand(locs.shape[0], -1)
+    else:
+        observed_members = membership & observed.unsqueeze(-2)  # (B, K, M)
+        present = observed_members.any(-1)
+        # Subsets without an observed member use all their (placeholder) members: finite, weight 0.
+        members = torch.where(present.unsqueeze(-1), observed_members, membership)
+        members = torch.cat([members, with_prior.expand(*present.shape, 1)], dim=-1)  # the prior expert last
+        log_weights = _uniform_log_weights(present, locs.dtype)
     expert_locs = torch.cat([locs, torch.zeros_like(locs[..., :1, :])], dim=-2)
     log_precisions = -2.0 * scales.log()
     log_precisions = torch.cat([log_precisions, torch.zeros_like(log_precisions[..., :1, :])], dim=-2)
-    return SubsetProductMixture(
-        expert_locs, log_precisions, members, _uniform_log_weights(present, locs.dtype), stratified=stratified
-    )
+    return SubsetProductMixture(expert_locs, log_precisions, members, log_weights, stratified=stratified)
 
 
 _MEMBERSHIP: dict[tuple, tuple[Tensor, Tensor]] = {}

@@ -1,0 +1,58 @@
+"""The benchmark scripts still run: modality_scaling.py and data_pipeline.py at minimal sizes, checking their JSON.
+
+They run in this process (a fresh interpreter would spend most of the test importing torch and pyromm); the fixture
+restores the torch thread count, Pyro validation and the random state the scripts change.
+"""
+import importlib
+import json
+from pathlib import Path
+
+import pyro
+import pytest
+import torch
+from pyro.distributions.util import is_validation_enabled
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.fixture
+def run(monkeypatch, tmp_path):
+    """``run(script, options)``: the JSON that ``benchmarks/<script>.py options --json ...`` writes."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the scripts import common.py from there
+    threads, validation = torch.get_num_threads(), is_validation_enabled()
+
+    def run_script(script: str, options: list[str]) -> dict:
+        out = tmp_path / f"{script}.json"
+        with torch.random.fork_rng():
+            importlib.import_module(script).main([*options, "--threads", "1", "--device", "cpu", "--json", str(out)])
+        return json.loads(out.read_text())
+
+    yield run_script
+    torch.set_num_threads(threads)
+    pyro.enable_validation(validation)
+
+
+def test_modality_scaling_json(run):
+    result = run("modality_scaling", ["--ms", "2", "3", "--features", "8", "--hidden", "8", "--latent-dim", "2",
+                                      "--batch-size", "8", "--k", "2", "--steps", "1", "--rounds", "1", "--warmup", "0"])
+    assert {"date", "cpu", "cores", "threads", "torch", "pyro", "nflows", "loadavg"} <= set(result["env"])
+    assert [(r["model"], r["M"]) for r in result["rows"]] == [(m, k) for m in ("mmvm", "mopoe", "mmvae") for k in (2, 3)]
+    for r in result["rows"]:
+        assert r["ms"] > 0 and r["ms_per_M"] == r["ms"] / r["M"]
+        assert r["encoder_passes"] == r["M"]
+        # MMVAE decodes each of its K·M draws with every decoder: K·M² passes; the others M.
+        assert r["decoder_passes"] == (2 * r["M"] ** 2 if r["model"] == "mmvae" else r["M"])
+    assert set(result["fits"]) == {"mmvm", "mopoe", "mmvae"}
+    assert all({"exponent", "exponent_per_pass"} <= set(fit) for fit in result["fits"].values())
+
+
+def test_data_pipeline_json(run):
+    result = run("data_pipeline", ["--num-samples", "64", "--views", "2", "--batch-size", "16", "--latent-dim", "4",
+                                   "--batches", "5", "--steps", "1", "--warmup", "0"])
+    assert [(r["dataset"], r["placement"]) for r in result["rows"]] == [("polymnist", "resident"), ("digits", "resident")]
+    for r in result["rows"]:
+        assert r["delivered_per_s"] > 0 and r["consumed_per_s"] > 0
+        assert r["ratio"] == r["delivered_per_s"] / r["consumed_per_s"]
+    memory = result["memory"]
+    assert memory["rss_after_imports_mib"] <= memory["rss_after_data_mib"] <= memory["rss_after_steps_mib"]
+    assert memory["dataset_mib"] == 64 * 2 * 3 * 28 * 28 / 2**20
