@@ -7,6 +7,7 @@ from typing import Callable
 
 import pyro
 import pytest
+import torch
 
 
 def _shared_data_candidates() -> list[Path]:
@@ -55,3 +56,12 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory):
     os.environ["PYROMM_CACHE"] = str(tmp_path_factory.mktemp("pyromm_cache"))
     yield
     del os.environ["PYROMM_CACHE"]
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test on one torch thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -26,12 +26,7 @@ D, DIM, B = 3, 5, 4
 NAMES = ("a", "b", "c")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def jmvae(subset_inference="poe") -> JointEncoderVAE:

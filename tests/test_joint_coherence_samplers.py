@@ -28,12 +28,7 @@ from pyromm.train import Exponential, Trainer
 N, POSTERIOR_SCALE = 400, 0.05
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class IdentityEncoder(nn.Module):

@@ -28,12 +28,7 @@ B, D = 3, 3
 NAMES = ("a", "b", "c")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def gaussian_posteriors(seed: int = 0) -> dict[str, dist.Independent]:
