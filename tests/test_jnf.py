@@ -14,7 +14,7 @@ from pyromm.distributions import FlowConfigError, maf
 from pyromm.infer import SubsetHMC
 from pyromm.infer.jnf import FlowPosteriorFit, jnf_stages
 from pyromm.infer.objective import ObjectiveOutput
-from pyromm.infer.projectors import DCCAObjective, InfoNCEObjective, cca_loss, info_nce_loss
+from pyromm.infer.projectors import DCCAObjective, InfoNCEObjective, cca_loss, info_nce_loss, projections
 from pyromm.likelihoods import Laplace
 from pyromm.models import JNF, JointEncoder, Modality, ProjectedEncoder, UnimodalFlowPosterior
 from pyromm.nn import MLPDecoder, MLPEncoder
@@ -284,7 +284,7 @@ def test_bad_inputs_are_named():
     with pytest.raises(KeyError, match="unknown modality 'z'"):
         model.infer(batch, ["a", "z"])
     masked = MultimodalBatch(batch.data, {"a": torch.tensor([True, False, True, True])})
-    with pytest.raises(ValueError, match="modality 'a' is missing in 1 samples"):
+    with pytest.raises(ValueError, match=r"JNF's posterior given \['a', 'b'\] needs complete batches: modality 'a' is missing for 1 samples"):
         model.infer(masked, ["a", "b"])
     with pytest.raises(ConfigError, match="each needs >= 1"):
         RunConfig(model="jnf_shared", epochs=3, second_stage_epochs=2)
@@ -309,3 +309,11 @@ def test_run_trains_and_evaluates_jnf(tmp_path, settings):
     results = run(RunConfig(**TINY, **settings), tmp_path, progress=False)
     assert 0.0 <= results["latent_acc_mean"] <= 1.0 and 0.0 <= results["coherence_cross_mean"] <= 1.0
     assert math.isfinite(results["rec_nll"])
+
+
+def test_projector_pretraining_refuses_incomplete_batches():
+    model, batch = jnf_model(projected=True), dataset_of().batch(slice(0, 4))
+    assert set(projections(model, batch)) == set(NAMES)
+    masked = MultimodalBatch(batch.data, {"b": torch.tensor([True, True, False, True])})
+    with pytest.raises(ValueError, match="projector pretraining needs complete batches: modality 'b' is missing for 1"):
+        projections(model, masked)

@@ -75,19 +75,12 @@ def projections(model, batch: MultimodalBatch) -> dict[str, Tensor]:
     missing from the batch or masked for some sample."""
     if len(model.modality_names) < 2:
         raise ValueError(f"projector pretraining pairs modalities; the model has only {model.modality_names}")
+    model.require_complete(batch, "projector pretraining")
     projectors = model.projectors
     out = {}
     for name in model.modality_names:
         if name not in projectors:
             raise ValueError(f"modality {name!r} has no projector; the model projects {sorted(projectors)}")
-        if name not in batch.data:
-            raise ValueError(f"projector pretraining needs complete batches: modality {name!r} is not in the batch")
-        observed = batch.observed(name)
-        if observed is not None and not bool(observed.all()):
-            raise ValueError(
-                f"projector pretraining needs complete batches: modality {name!r} is missing in "
-                f"{int((~observed).sum())} samples"
-            )
         out[name] = projectors[name](batch.data[name])
     return out
 

@@ -109,15 +109,7 @@ class JNF(JointEncoderVAE):
     def joint(self, batch: MultimodalBatch, subset: Sequence[str] | None = None) -> dist.TorchDistribution:
         """The posterior given ``subset`` (default: the modalities of the batch) by the rule of the class docstring."""
         names = list(batch.data) if subset is None else check_subset(subset, self.modality_names)
-        for name in names:
-            if name not in batch.data:
-                raise KeyError(f"modality {name!r} is not in the batch (batch has {batch.modalities})")
-            observed = batch.observed(name)
-            if observed is not None and not bool(observed.all()):
-                raise ValueError(
-                    f"JNF: modality {name!r} is missing in {int((~observed).sum())} samples; the posterior given "
-                    f"{names} needs every sample to observe all of them"
-                )
+        self.require_complete(batch, f"JNF's posterior given {names}", names)
         if set(names) == set(self.modality_names):
             return self.joint_posterior(batch)
         if len(names) == 1:

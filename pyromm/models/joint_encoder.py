@@ -99,10 +99,13 @@ class JointEncoderVAE(SharedLatentVAE):
             )
         self.joint_encoder = joint_encoder
 
-    def require_complete(self, batch: MultimodalBatch, model_name: str | None = None) -> None:
-        """ValueError naming ``model_name`` and the first modality the batch lacks or masks for some sample."""
+    def require_complete(
+        self, batch: MultimodalBatch, model_name: str | None = None, names: Sequence[str] | None = None
+    ) -> None:
+        """ValueError naming ``model_name`` and the first of ``names`` (default: every modality) that the batch
+        lacks or masks for some sample."""
         model_name = model_name or type(self).__name__
-        for name in self.modality_names:
+        for name in self.modality_names if names is None else names:
             if name not in batch.data:
                 raise ValueError(
                     f"{model_name} needs complete batches: modality {name!r} is not in the batch "
