@@ -315,6 +315,20 @@ def classifier_cache(cfg: RunConfig) -> tuple[Path, str]:
     return cache_root(cfg.cache_root) / "classifiers" / key, key
 
 
+def coherence_classifiers(cfg: RunConfig) -> tuple[dict[str, torch.nn.Module], dict[str, float]]:
+    """The coherence classifiers of ``cfg``'s dataset and their test accuracies, trained on
+    ``classifier_train_limit`` training samples (all by default) or loaded from the cache of an earlier run."""
+    cache_dir, key = classifier_cache(cfg)
+    clf_train, clf_test = load_data(
+        cfg.replace(train_limit=cfg.classifier_train_limit, test_limit=None, keep_probability=1.0, train_complete_only=False,
+                    sound_missing_max=0.0)
+    )
+    return train_modality_classifiers(
+        clf_train, clf_test, epochs=cfg.classifier_epochs, device=cfg.device, seed=0, cache_dir=cache_dir, cache_key=key,
+        spectrograms=[name for name in clf_train.modalities if (cfg.dataset, name) in SPECTROGRAM_MODALITIES],
+    )
+
+
 def evaluate_run(model: MultimodalVAE | SharedLatentVAE, train_set, test_set, cfg: RunConfig, run_dir: str | Path) -> dict[str, Any]:
     """Latent accuracy, coherence and reconstruction error; writes evaluation.json and plots.
 
@@ -322,15 +336,7 @@ def evaluate_run(model: MultimodalVAE | SharedLatentVAE, train_set, test_set, cf
     default, not ``train_limit``) and report their accuracy on the whole test split.
     """
     run_dir = Path(run_dir)
-    cache_dir, key = classifier_cache(cfg)
-    clf_train, clf_test = load_data(
-        cfg.replace(train_limit=cfg.classifier_train_limit, test_limit=None, keep_probability=1.0, train_complete_only=False,
-                    sound_missing_max=0.0)
-    )
-    classifiers, clf_acc = train_modality_classifiers(
-        clf_train, clf_test, epochs=cfg.classifier_epochs, device=cfg.device, seed=0, cache_dir=cache_dir, cache_key=key,
-        spectrograms=[name for name in clf_train.modalities if (cfg.dataset, name) in SPECTROGRAM_MODALITIES],
-    )
+    classifiers, clf_acc = coherence_classifiers(cfg)
     device = torch.device(cfg.device)
     model.to(device)
     generator = torch.Generator(device="cpu").manual_seed(cfg.seed)

@@ -11,14 +11,14 @@ import csv
 import json
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import torch
 
 from pyromm.config import RunConfig
 from pyromm.evaluation import plot_tradeoff
 from pyromm.executors import LAUNCHERS, open_executor
-from pyromm.run import run
+from pyromm.run import classifier_cache, coherence_classifiers, run
 
 TRADEOFFS = (("latent_acc", "latent"), ("coherence", "coherence"))
 
@@ -133,6 +133,7 @@ def run_grid(
             rows.append(run_job(name, cfg, out_dir / name, progress=progress, resume=resume, threads=threads))
             write_table(rows, out_dir)
         return rows
+    prepare_classifiers(configs.values())
     jobs = [
         executor.submit(run_job, name, cfg, out_dir / name, progress=False, resume=resume, threads=threads)
         for name, cfg in configs.items()
@@ -141,6 +142,17 @@ def run_grid(
         rows.append(job.result())
         write_table(rows, out_dir)
     return rows
+
+
+def prepare_classifiers(configs: Iterable[RunConfig]) -> None:
+    """Train (or load) each distinct set of coherence classifiers the configs need, once, in this process, so
+    that concurrent jobs find them in the cache instead of each training its own copy."""
+    done = set()
+    for cfg in configs:
+        key = classifier_cache(cfg)[1]
+        if key not in done:
+            coherence_classifiers(cfg)
+            done.add(key)
 
 
 def beta_sweep(

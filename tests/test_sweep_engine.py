@@ -90,3 +90,12 @@ def test_launch_options(tmp_path):
     with pytest.raises(ValueError, match="launcher"):
         with open_executor("pbs", 1, tmp_path):
             pass
+
+
+def test_classifiers_are_prepared_once_per_cache_key_before_jobs_start(monkeypatch):
+    keys = []
+    monkeypatch.setattr(sweep, "coherence_classifiers", lambda cfg: keys.append(sweep.classifier_cache(cfg)[1]))
+    configs = [BASE.replace(beta=b) for b in BETAS] + [BASE.replace(classifier_epochs=2)]
+    sweep.prepare_classifiers(configs)
+    assert keys == [sweep.classifier_cache(BASE)[1], sweep.classifier_cache(configs[-1])[1]]
+    assert keys[0] != keys[1]
