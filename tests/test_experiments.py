@@ -33,7 +33,7 @@ def test_experiment_configs_are_valid(capsys, script, extra, runs, mode):
     printed = capsys.readouterr().out.split("\n")
     lines = [line for line in printed if line]
     if runs is None:
-        betas = 12 if mode == "--paper" else 1
+        betas = 12 if mode == "--paper" else 2
         assert len(lines) == 7 * betas and lines[-1].startswith("mmvae_plus")
     else:
         assert lines == runs
