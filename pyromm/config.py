@@ -72,6 +72,7 @@ class RunConfig:
     on_nonfinite: str = "raise"
     compile: bool = False
     autocast: str | None = None
+    flush_denormals: bool = True
     classifier_epochs: int = 5
     classifier_train_limit: int | None = None
     eval_num_train: int = 10000

@@ -302,6 +302,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, resume:
         restore_best=cfg.restore_best,
         compile=cfg.compile,
         autocast=cfg.autocast,
+        flush_denormals=cfg.flush_denormals,
         config={"run": cfg.to_dict()},
         distributed=distributed,
     )

@@ -1,4 +1,4 @@
-"""Opt-in speed-ups agree with the eager float32 step: torch.compile of the objective, bf16 autocast."""
+"""Speed-ups agree with the eager float32 step: torch.compile of the objective, bf16 autocast, denormal flushing."""
 from __future__ import annotations
 
 import shutil
@@ -13,7 +13,7 @@ from pyromm.config import ConfigError, RunConfig
 from pyromm.data import load_digits_multiview
 from pyromm.run import build_model, build_objective
 from pyromm.train import Trainer
-from pyromm.train.acceleration import CompiledObjective, autocast
+from pyromm.train.acceleration import CompiledObjective, autocast, flushing_denormals
 
 TINY = dict(dataset="digits", latent_dim=4, hidden=[16], batch_size=16)
 MODELS = {
@@ -109,3 +109,36 @@ def test_config_options():
         RunConfig(compile="yes")
     with pytest.raises(ValueError, match="autocast must be None or one of"):
         Trainer(torch.nn.Linear(1, 1), lambda *a: None, autocast="fp8")
+
+
+DENORMAL = 1e-39  # below float32's smallest normal, 2^-126 ≈ 1.18e-38
+
+
+def survives(value: float) -> bool:
+    return torch.tensor([value]).mul(1.0).item() != 0
+
+
+def test_denormals_flush_inside_the_context_and_the_setting_is_restored():
+    assert survives(DENORMAL)
+    with flushing_denormals(torch.device("cpu")):
+        assert not survives(DENORMAL) and survives(2e-38)
+        with flushing_denormals(torch.device("cpu")):
+            pass
+        assert not survives(DENORMAL)  # the inner context restored "on", not "off"
+    assert survives(DENORMAL)
+    with flushing_denormals(torch.device("cpu"), enabled=False), flushing_denormals(torch.device("meta")):
+        assert survives(DENORMAL)
+
+
+def test_trainer_flushes_denormals_while_it_trains_only(digits):
+    seen = []
+
+    def objective(model, batch, hyper):
+        seen.append(survives(DENORMAL))
+        return build_objective(RunConfig(**TINY))(model, batch, hyper)
+
+    for flush in (True, False):
+        model = build_model(RunConfig(**TINY), digits.event_shapes)
+        Trainer(model, objective, batch_size=16, epochs=1, progress=False, flush_denormals=flush).fit(digits)
+    assert seen == [False, False, True, True]
+    assert survives(DENORMAL)

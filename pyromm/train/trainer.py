@@ -59,7 +59,7 @@ from pyromm.train.checkpoint import (
     restore_rng_state,
 )
 from pyromm.train.distributed import DataParallel
-from pyromm.train.acceleration import CompiledObjective, autocast, check_autocast
+from pyromm.train.acceleration import CompiledObjective, autocast, check_autocast, flushing_denormals
 from pyromm.train.logging import MetricsLog
 from pyromm.train.placement import batch_to, resident
 from pyromm.train.schedules import Schedule, as_schedule
@@ -113,6 +113,8 @@ class Trainer:
     inductor, or a ``torch.compile`` backend name) trains with each stage's objective compiled by
     ``torch.compile``; ``autocast='bf16'`` runs the objective's
     forward pass under bf16 autocast (``pyromm.train.acceleration``). Pyro validation is off in the loop.
+    ``flush_denormals`` (default on) reads float32 values below ~1.2e-38 as zero while training on a CPU,
+    where denormal arithmetic is many times slower (``pyromm.train.acceleration.flushing_denormals``).
     """
 
     sync_every: int = 20
@@ -145,6 +147,7 @@ class Trainer:
         distributed: DataParallel | None = None,
         compile: bool | str = False,
         autocast: str | None = None,
+        flush_denormals: bool = True,
     ) -> None:
         self.model = model
         self.objective = objective
@@ -177,6 +180,7 @@ class Trainer:
         self.restore_best = restore_best
         self.compile = "inductor" if compile is True else compile or None
         self.autocast = check_autocast(autocast)
+        self.flush_denormals = flush_denormals
         self._compiled: dict[int, CompiledObjective] = {}
         self.user_config = dict(config or {})
         self.generator = torch.Generator()
@@ -209,6 +213,7 @@ class Trainer:
             "restore_best": self.restore_best,
             "compile": self.compile,
             "autocast": self.autocast,
+            "flush_denormals": self.flush_denormals,
             "checkpoint_every": self.checkpoint_every,
             "keep_last": self.keep_last,
             "stages": [
@@ -264,7 +269,7 @@ class Trainer:
             with StopSignals(enabled=self.run_dir is not None and self.distributed is None) as stop:
                 if self.run_dir is not None:
                     log, checkpoints, history = self._open_run(config_json, initial)
-                with pyro.validation_enabled(False):
+                with pyro.validation_enabled(False), flushing_denormals(self.device, self.flush_denormals):
                     for epoch in range(self.epoch + 1, self.total_epochs + 1):
                         stage_index = bisect.bisect_left(self._stage_ends, epoch)
                         if self.optimizer is None or stage_index != self.stage_index:
