@@ -78,7 +78,7 @@ from torch import nn
 
 from pyromm.config import RunConfig
 from pyromm.data import MultimodalBatch
-from pyromm.nn import PolyMNISTConvDecoder, PolyMNISTConvEncoder
+from pyromm.nn import MLPDecoder, MLPEncoder, PolyMNISTConvDecoder, PolyMNISTConvEncoder
 from pyromm.run import build_model, build_objective
 
 try:
@@ -196,11 +196,13 @@ class Pair:
 
 
 def pyromm_side(model: str, args, **overrides) -> tuple[RunConfig, nn.Module, Callable, dict[str, float]]:
-    """pyromm's model and objective exactly as ``pyromm train --set model=<model> --set network=conv`` builds them."""
+    """pyromm's model and objective exactly as ``pyromm train --set model=<model> --set network=<--network>``
+    builds them."""
     cfg = RunConfig(
         dataset="polymnist",
         model=model,
-        network="conv",
+        network=args.network,
+        hidden=args.hidden,
         num_views=args.views,
         latent_dim=args.latent_dim,
         batch_size=args.batch_size,
@@ -349,8 +351,8 @@ def no_noise():
 
 @contextlib.contextmanager
 def count_passes(model: nn.Module, counts: dict[str, int]):
-    """Adds to ``counts['encoder'/'decoder']`` the rows every PolyMNIST encoder/decoder of ``model`` processes."""
-    kinds = {PolyMNISTConvEncoder: "encoder", PolyMNISTConvDecoder: "decoder"}
+    """Adds to ``counts['encoder'/'decoder']`` the rows every modality encoder/decoder of ``model`` processes."""
+    kinds = {PolyMNISTConvEncoder: "encoder", PolyMNISTConvDecoder: "decoder", MLPEncoder: "encoder", MLPDecoder: "decoder"}
     hooks = []
     for module in model.modules():
         kind = kinds.get(type(module))
@@ -431,7 +433,8 @@ def environment(args, device: torch.device) -> dict[str, Any]:
         "python": platform.python_version(),
         "distribution_validation": args.validation,
         "flush_denormal": not args.keep_denormals,
-        "network": "conv",
+        "network": args.network,
+        "hidden": args.hidden if args.network == "mlp" else None,
         "batch_size": args.batch_size,
         "latent_dim": args.latent_dim,
         "views": args.views,
@@ -445,6 +448,9 @@ def environment(args, device: torch.device) -> dict[str, Any]:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", choices=sorted(BUILDERS), default=list(BUILDERS))
+    p.add_argument("--network", choices=("conv", "mlp"), default="conv",
+                   help="PolyMNIST conv nets, or MLPs of --hidden units (small ones: the library's own per-step cost shows)")
+    p.add_argument("--hidden", type=int, nargs="+", default=[64], help="MLP hidden sizes (--network mlp)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--latent-dim", type=int, default=64)
     p.add_argument("--views", type=int, default=3)
