@@ -1,4 +1,5 @@
-"""The benchmark scripts still run: modality_scaling.py and data_pipeline.py at minimal sizes, checking their JSON.
+"""The benchmark scripts still run: step_time.py, modality_scaling.py and data_pipeline.py at minimal sizes,
+checking their JSON.
 
 They run in this process (a fresh interpreter would spend most of the test importing torch and pyromm); the fixture
 restores the torch thread count, Pyro validation and the random state the scripts change.
@@ -56,3 +57,14 @@ def test_data_pipeline_json(run):
     memory = result["memory"]
     assert memory["rss_after_imports_mib"] <= memory["rss_after_data_mib"] <= memory["rss_after_steps_mib"]
     assert memory["dataset_mib"] == 64 * 2 * 3 * 28 * 28 / 2**20
+
+
+def test_step_time_checks_both_sides_agree_and_marks_the_general_path(run):
+    result = run("step_time", ["--network", "mlp", "--models", "mmvm-mc", "mmvm-pyro", "--batch-size", "8",
+                               "--latent-dim", "4", "--steps", "1", "--rounds", "1", "--warmup", "0"])
+    rows = {r["model"]: r for r in result["rows"]}
+    assert set(rows) == {"mmvm-mc", "mmvm-pyro"}
+    assert not rows["mmvm-mc"]["general_path"] and rows["mmvm-pyro"]["general_path"]
+    for r in rows.values():  # the script raises unless the losses agree to 1e-4; the same draws give the same loss
+        assert r["loss_err"] < 1e-6 and r["grad_err"] < 1e-4
+        assert r["ratio"] == pytest.approx(r["pyromm_ms"] / r["torch_ms"])
