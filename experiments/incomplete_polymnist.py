@@ -3,7 +3,7 @@
 Every model trains on all samples (its masked objective) and, as the comparison, on the complete samples
 only; joint-encoder models (JMVAE) can only do the latter. The test split stays complete.
 
-    python experiments/incomplete_polymnist.py --quick --workers 2 --threads 1   # 2-core CPU, ~25 min
+    python experiments/incomplete_polymnist.py --quick --workers 2 --threads 1   # 2-core CPU, ~18 min
     python experiments/incomplete_polymnist.py --paper --device cuda
 """
 from __future__ import annotations

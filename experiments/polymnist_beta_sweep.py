@@ -25,7 +25,7 @@ QUICK = dict(
     batch_size=128, lr=1e-3, test_limit=2000, classifier_epochs=4, eval_num_train=10000,
 )
 QUICK_BETAS = [8.0]
-# --quick --all-methods: the seven methods at two β, 2 epochs (938 steps) each, to fit a 2-core CPU in ~45 min.
+# --quick --all-methods: the seven methods at two β, 2 epochs (938 steps) each, to fit a 2-core CPU in ~25 min.
 QUICK_ALL_METHODS = dict(epochs=2)
 QUICK_ALL_METHODS_BETAS = [1.0, 8.0]
 # MMVM paper, App. B.4 and ALGORITHMS.md §1.7: ResNet nets, latent 512, Adam 5e-4, batch 256, 400 epochs.

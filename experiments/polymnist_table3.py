@@ -1,6 +1,6 @@
 """MultiVae Table 3 setting: MoPoE, MVTCAE and MMVAE+ on 5-view PolyMNIST, coherence by number of inputs.
 
-    python experiments/polymnist_table3.py --quick --workers 2 --threads 1   # 2-core CPU, ~30 min
+    python experiments/polymnist_table3.py --quick --workers 2 --threads 1   # 2-core CPU, ~26 min
     python experiments/polymnist_table3.py --paper --device cuda
 
 References (coherence with 1/2/3/4 inputs): MoPoE paper 66/77/81/83, MultiVae 67/79/84/85 (MoPoE).
