@@ -1,6 +1,7 @@
 """What every benchmark script records with its results, and how it times a call."""
 from __future__ import annotations
 
+import argparse
 import datetime
 import importlib.metadata
 import os
@@ -66,3 +67,18 @@ def clock(device: torch.device) -> str:
 def max_rss_bytes() -> int:
     """This process's peak resident set size so far (``ru_maxrss``, KiB on Linux)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def add_denormal_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--keep-denormals", action="store_true",
+                        help="do not flush denormal floats to zero (pyromm's Trainer flushes them while it trains on a CPU)")
+
+
+def flush_denormals(parser: argparse.ArgumentParser, args: argparse.Namespace) -> bool:
+    """Flush denormal floats to zero for the whole process unless ``--keep-denormals``, as ``Trainer`` does on a
+    CPU (``torch.set_flush_denormal``); returns whether they are flushed."""
+    if args.keep_denormals:
+        return False
+    if not torch.set_flush_denormal(True):
+        parser.error("this CPU cannot flush denormals to zero; run with --keep-denormals")
+    return True

@@ -81,6 +81,8 @@ from pyromm.data import MultimodalBatch
 from pyromm.nn import MLPDecoder, MLPEncoder, PolyMNISTConvDecoder, PolyMNISTConvEncoder
 from pyromm.run import build_model, build_objective
 
+from common import add_denormal_option, flush_denormals  # benchmarks/common.py, next to this script
+
 try:
     from multivae.models import (
         JMVAE, MMVAE, MVAE, MVTCAE, JMVAEConfig, MMVAEConfig, MMVAEPlus, MMVAEPlusConfig, MoPoE, MoPoEConfig, MVAEConfig,
@@ -462,10 +464,9 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (1: shared machine)")
     p.add_argument("--validation", choices=("default", "off"), default="default",
                    help="torch.distributions argument validation: library default (on) or off for both sides")
-    p.add_argument("--keep-denormals", action="store_true",
-                   help="do not flush denormal floats to zero (torch.set_flush_denormal) for both sides")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--json", help="write the environment and results here")
+    add_denormal_option(p)
     args = p.parse_args(argv)
     if args.batch_size < CHECK_BATCH:
         p.error(f"--batch-size must be >= {CHECK_BATCH} (the noise-free check batch)")
@@ -474,8 +475,7 @@ def main(argv=None):
         torch.set_num_interop_threads(1)
     if args.validation == "off":
         pyro.enable_validation(False)  # also torch.distributions.Distribution.set_default_validate_args(False)
-    if not args.keep_denormals and not torch.set_flush_denormal(True):
-        p.error("this CPU cannot flush denormals to zero; run with --keep-denormals")
+    flush_denormals(p, args)
     device = torch.device(args.device)
     sync = device.type == "cuda"
     g = torch.Generator().manual_seed(0)

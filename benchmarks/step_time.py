@@ -46,7 +46,7 @@ import pyro
 import torch
 
 import handwritten as hw  # benchmarks/handwritten.py and common.py, next to this script
-from common import clock, machine, timed
+from common import add_denormal_option, clock, flush_denormals, machine, timed
 from pyromm.config import NETWORKS, RunConfig
 from pyromm.data import MultimodalBatch
 from pyromm.infer import PyroELBO
@@ -215,13 +215,15 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (1: shared machine)")
     p.add_argument("--device", type=torch.device, default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--json", help="write the environment and results here")
+    add_denormal_option(p)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     pyro.enable_validation(False)  # as the trainer trains
+    flushing = flush_denormals(p, args)
     g = torch.Generator().manual_seed(0)
     xs = [torch.rand(args.batch_size, *IMAGE_SHAPE, generator=g).to(args.device) for _ in range(args.views)]
     batch = MultimodalBatch({f"m{i}": x for i, x in enumerate(xs)})
-    env = environment(args)
+    env = {**environment(args), "flush_denormal": flushing}
     rows = []
     for name in args.models:
         rows.append(bench(name, args, batch, xs))

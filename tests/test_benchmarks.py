@@ -2,7 +2,7 @@
 checking their JSON.
 
 They run in this process (a fresh interpreter would spend most of the test importing torch and pyromm); the fixture
-restores the torch thread count, Pyro validation and the random state the scripts change.
+restores the torch thread count, Pyro validation, denormal flushing and the random state the scripts change.
 """
 import importlib
 import json
@@ -13,6 +13,8 @@ import pytest
 import torch
 from pyro.distributions.util import is_validation_enabled
 
+from pyromm.train.acceleration import denormals_flushed
+
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
@@ -20,7 +22,7 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 def run(monkeypatch, tmp_path):
     """``run(script, options)``: the JSON that ``benchmarks/<script>.py options --json ...`` writes."""
     monkeypatch.syspath_prepend(str(BENCHMARKS))  # the scripts import common.py from there
-    threads, validation = torch.get_num_threads(), is_validation_enabled()
+    threads, validation, flushed = torch.get_num_threads(), is_validation_enabled(), denormals_flushed()
 
     def run_script(script: str, options: list[str]) -> dict:
         out = tmp_path / f"{script}.json"
@@ -31,6 +33,7 @@ def run(monkeypatch, tmp_path):
     yield run_script
     torch.set_num_threads(threads)
     pyro.enable_validation(validation)
+    torch.set_flush_denormal(flushed)
 
 
 def test_modality_scaling_json(run):
@@ -63,7 +66,7 @@ def test_step_time_checks_both_sides_agree_and_marks_the_general_path(run):
     result = run("step_time", ["--network", "mlp", "--models", "mmvm-mc", "mmvm-pyro", "--batch-size", "8",
                                "--latent-dim", "4", "--steps", "1", "--rounds", "1", "--warmup", "0"])
     rows = {r["model"]: r for r in result["rows"]}
-    assert set(rows) == {"mmvm-mc", "mmvm-pyro"}
+    assert set(rows) == {"mmvm-mc", "mmvm-pyro"} and result["env"]["flush_denormal"] and denormals_flushed()
     assert not rows["mmvm-mc"]["general_path"] and rows["mmvm-pyro"]["general_path"]
     for r in rows.values():  # the script raises unless the losses agree to 1e-4; the same draws give the same loss
         assert r["loss_err"] < 1e-6 and r["grad_err"] < 1e-4

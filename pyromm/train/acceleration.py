@@ -45,8 +45,8 @@ class CompiledObjective:
         return self.compiled(model, batch, hyper)
 
 
-def _flushing_now() -> bool:
-    """Whether this process flushes denormals now: a denormal float32 survives a multiplication by 1 unless it does."""
+def denormals_flushed() -> bool:
+    """Whether this process flushes denormal floats to zero now (a denormal float32 times 1 reads as 0)."""
     return bool(torch.tensor([1e-39], dtype=torch.float32).mul(1.0).eq(0).item())
 
 
@@ -58,7 +58,7 @@ def flushing_denormals(device: torch.device, enabled: bool = True) -> Iterator[N
     if not enabled or device.type != "cpu":
         yield
         return
-    before = _flushing_now()
+    before = denormals_flushed()
     torch.set_flush_denormal(True)
     try:
         yield
