@@ -69,6 +69,14 @@ def max_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """The options every timing script shares: --threads, --device, --json and --keep-denormals."""
+    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (1: shared machine)")
+    parser.add_argument("--device", type=torch.device, default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--json", help="write the environment and results here")
+    add_denormal_option(parser)
+
+
 def add_denormal_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-denormals", action="store_true",
                         help="do not flush denormal floats to zero (pyromm's Trainer flushes them while it trains on a CPU)")

@@ -39,7 +39,7 @@ from pathlib import Path
 import pyro
 import torch
 
-from common import clock, machine, max_rss_bytes, timed  # benchmarks/common.py, next to this script
+from common import add_run_options, clock, flush_denormals, machine, max_rss_bytes, timed  # benchmarks/common.py, next to this script
 from pyromm.config import RunConfig
 from pyromm.data import MultimodalDataset, cache_root, load_digits_multiview, load_polymnist
 from pyromm.data.polymnist import polymnist_cache_dir
@@ -126,14 +126,13 @@ def main(argv=None) -> None:
     p.add_argument("--batches", type=int, default=200, help="batches drawn to time the pipeline")
     p.add_argument("--steps", type=int, default=10, help="timed training steps")
     p.add_argument("--warmup", type=int, default=2, help="untimed training steps first")
-    p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (1: shared machine)")
-    p.add_argument("--device", type=torch.device, default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--json", help="write the environment and results here")
+    add_run_options(p)
     args = p.parse_args(argv)
     if args.num_samples < args.batch_size:
         p.error("--num-samples must be >= --batch-size")
     torch.set_num_threads(args.threads)
     pyro.enable_validation(False)  # as the trainer trains
+    flushing = flush_denormals(p, args)
     memory = {"rss_after_imports_mib": max_rss_bytes() / MIB}
     data, source = polymnist(args)
     memory["rss_after_data_mib"] = max_rss_bytes() / MIB
@@ -150,7 +149,7 @@ def main(argv=None) -> None:
     digits = load_digits_multiview("train", 3, seed=0)
     rows += rows_for("digits", digits, "embedded digits", RunConfig(batch_size=args.batch_size), args)
 
-    env = machine(args.device)
+    env = {**machine(args.device), "flush_denormal": flushing}
     settings = {k: str(v) if isinstance(v, torch.device) else v for k, v in vars(args).items()}
     print(json.dumps(env))
     print(f"samples per second ({clock(args.device)} time), batch {args.batch_size}; ratio = delivered / consumed")

@@ -35,7 +35,7 @@ import numpy as np
 import pyro
 import torch
 
-from common import add_denormal_option, clock, flush_denormals, machine, timed  # benchmarks/common.py, next to this script
+from common import add_run_options, clock, flush_denormals, machine, timed  # benchmarks/common.py, next to this script
 from pyromm.config import RunConfig
 from pyromm.data import MultimodalBatch
 from pyromm.run import build_model, build_objective
@@ -142,10 +142,7 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=10, help="timed steps per M per round")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per (model, M) first")
-    p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (1: shared machine)")
-    p.add_argument("--device", type=torch.device, default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--json", help="write the environment and results here")
-    add_denormal_option(p)
+    add_run_options(p)
     args = p.parse_args(argv)
     if len(args.ms) < 2 or sorted(set(args.ms)) != args.ms or args.ms[0] < 1:
         p.error("--ms needs at least two increasing numbers of modalities >= 1")

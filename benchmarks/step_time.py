@@ -46,7 +46,7 @@ import pyro
 import torch
 
 import handwritten as hw  # benchmarks/handwritten.py and common.py, next to this script
-from common import add_denormal_option, clock, flush_denormals, machine, timed
+from common import add_run_options, clock, flush_denormals, machine, timed
 from pyromm.config import NETWORKS, RunConfig
 from pyromm.data import MultimodalBatch
 from pyromm.infer import PyroELBO
@@ -212,10 +212,7 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=10, help="timed steps per side per round")
     p.add_argument("--rounds", type=int, default=3, help="rounds; the side that steps first alternates by round")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per side first")
-    p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (1: shared machine)")
-    p.add_argument("--device", type=torch.device, default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--json", help="write the environment and results here")
-    add_denormal_option(p)
+    add_run_options(p)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     pyro.enable_validation(False)  # as the trainer trains

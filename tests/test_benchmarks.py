@@ -54,6 +54,7 @@ def test_data_pipeline_json(run):
     result = run("data_pipeline", ["--num-samples", "64", "--views", "2", "--batch-size", "16", "--latent-dim", "4",
                                    "--batches", "5", "--steps", "1", "--warmup", "0"])
     assert [(r["dataset"], r["placement"]) for r in result["rows"]] == [("polymnist", "resident"), ("digits", "resident")]
+    assert result["env"]["flush_denormal"]
     for r in result["rows"]:
         assert r["delivered_per_s"] > 0 and r["consumed_per_s"] > 0
         assert r["ratio"] == r["delivered_per_s"] / r["consumed_per_s"]
