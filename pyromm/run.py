@@ -23,26 +23,17 @@ from pyromm.distributions import maf
 from pyromm.data.rats import RATS, load_rats
 from pyromm.data.shapes import load_shapes
 from pyromm.evaluation import evaluate, plot_conditional_grid, plot_latent_scatter, train_modality_classifiers
-from pyromm.infer import (
-    JMVAEObjective,
-    JointELBOStage,
-    MultimodalELBO,
-    MVTCAEObjective,
-    PyroELBO,
-    SharedELBO,
-    SubsampledELBO,
-    telbo_stages,
-)
-from pyromm.infer.jnf import jnf_stages
-from pyromm.infer.projectors import DCCAObjective, InfoNCEObjective
+import pyro.infer
+
+from pyromm.infer import RateELBO, StratifiedIWAE, jnf_stages, telbo_stages
 from pyromm.models import (
+    MVAE,
+    MVTCAE,
     EncoderHead,
     JointEncoder,
     JointEncoderVAE,
     MMVAE,
-    MMVAEObjective,
     MMVAEPlus,
-    MMVAEPlusObjective,
     MMVMPrior,
     Modality,
     MultimodalVAE,
@@ -62,7 +53,8 @@ from pyromm.nn import (
     SpectrogramConvEncoder,
 )
 from pyromm.nn.spike import spike_decoder, spike_encoder
-from pyromm.train import CheckpointDir, EpochWarmup, Linear, Stage, Trainer, schedule_from_config
+from pyromm.infer.stages import Stage
+from pyromm.train import CheckpointDir, EpochWarmup, Linear, Trainer, schedule_from_config
 from pyromm.train.checkpoint import load_model_state
 from pyromm.train.distributed import data_parallel_from_env, is_main_process
 
@@ -178,8 +170,6 @@ SHARED_AGGREGATIONS = {
     "moe": "moe",
     "mopoe": "mopoe_noprior",
     "mopoe_reference": "mopoe",
-    "mvae": "poe_prior",
-    "mvtcae": "poe",
 }
 # The MMVM code's joint baselines sum the aggregated KL once per modality (ALGORITHMS.md §1.5).
 MMVM_BASELINES = ("avg", "poe", "moe", "mopoe")
@@ -196,13 +186,19 @@ def build_model(cfg: RunConfig, event_shapes: dict[str, tuple[int, ...]]) -> Mul
     if cfg.model in ("jmvae", "telbo"):
         heads = {m.name: EncoderHead(build_modalities(cfg, {m.name: m.event_shape})[0].encoder) for m in modalities}
         joint_encoder = JointEncoder(heads, {n: 2 * cfg.latent_dim for n in heads}, cfg.latent_dim)
-        return JointEncoderVAE(modalities, cfg.latent_dim, joint_encoder)
+        alpha = cfg.alpha_value if cfg.model == "jmvae" else 0.0
+        return JointEncoderVAE(modalities, cfg.latent_dim, joint_encoder, alpha=alpha)
     if cfg.model in ("jnf", "jnf_shared"):
         return build_jnf(cfg, modalities)
+    if cfg.model == "mvae":
+        return MVAE(modalities, cfg.latent_dim, cfg.num_random_subsets)
+    if cfg.model == "mvtcae":
+        return MVTCAE(modalities, cfg.latent_dim, cfg.alpha_value)
     if cfg.model in SHARED_AGGREGATIONS:
-        return SharedLatentVAE(modalities, cfg.latent_dim, SHARED_AGGREGATIONS[cfg.model])
+        scale = "modalities" if cfg.model in MMVM_BASELINES else 1.0
+        return SharedLatentVAE(modalities, cfg.latent_dim, SHARED_AGGREGATIONS[cfg.model], rate_scale=scale)
     prior = MMVMPrior(cfg.alpha_value) if cfg.model == "mmvm" else standard_normal
-    return MultimodalVAE(modalities, cfg.latent_dim, prior=prior)
+    return MultimodalVAE(modalities, cfg.latent_dim, conditional_prior=prior)
 
 
 def build_jnf(cfg: RunConfig, modalities: list[Modality]) -> JNF:
@@ -223,27 +219,19 @@ def build_jnf(cfg: RunConfig, modalities: list[Modality]) -> JNF:
     return JNF(modalities, cfg.latent_dim, joint_encoder, flows)
 
 
-def build_objective(cfg: RunConfig):
-    """The model's built-in objective, or the general Pyro path (Trace_ELBO: the MC rate)."""
+def build_objective(cfg: RunConfig) -> pyro.infer.ELBO:
+    """The ELBO the model of ``cfg`` trains with on its own programs, or Pyro's ``Trace_ELBO`` (the MC rate) for
+    ``objective='pyro'``. Staged models (TELBO, JNF) name their stages' ELBOs in :func:`build_stages`."""
     if cfg.objective == "pyro":
-        return PyroELBO()
-    if cfg.model in ("independent", "mmvm"):
-        return MultimodalELBO(cfg.rate_mode)
-    if cfg.model == "mvtcae":
-        return MVTCAEObjective(cfg.alpha_value)
-    if cfg.model == "mvae":
-        return SubsampledELBO(SharedELBO(cfg.rate_mode), cfg.num_random_subsets)
-    if cfg.model == "jmvae":
-        return JMVAEObjective(cfg.alpha_value)
+        return pyro.infer.Trace_ELBO()
     if cfg.model == "mmvae":
-        return MMVAEObjective(cfg.num_importance_samples, cfg.estimator, "looser")
+        return StratifiedIWAE(cfg.num_importance_samples, cfg.estimator, "looser")
     if cfg.model == "mmvae_plus":
-        return MMVAEPlusObjective(cfg.num_importance_samples, cfg.estimator, detach=cfg.dreg_detach)
-    if cfg.model == "telbo":
-        return JointELBOStage()
-    if cfg.model in ("jnf", "jnf_shared"):
-        return JointELBOStage("JNF")
-    return SharedELBO(cfg.rate_mode, rate_scale="modalities" if cfg.model in MMVM_BASELINES else 1.0)
+        estimator = "iwae" if cfg.estimator == "elbo" else "dreg"
+        return StratifiedIWAE(cfg.num_importance_samples, estimator, "looser", detach_guide=cfg.dreg_detach == "proper")
+    if cfg.model in ("jmvae", "telbo", "jnf", "jnf_shared", "mvtcae"):
+        return RateELBO("analytic")
+    return RateELBO(cfg.rate_mode)
 
 
 def build_schedules(cfg: RunConfig, steps_per_epoch: int) -> dict[str, Any]:
@@ -265,8 +253,7 @@ def build_stages(cfg: RunConfig, model) -> list[Stage] | None:
         projector_epochs, joint_epochs, flow_epochs = cfg.jnf_stage_epochs
         if cfg.model == "jnf":
             return jnf_stages(model, joint_epochs, flow_epochs)
-        projector = DCCAObjective() if cfg.projector_objective == "dcca" else InfoNCEObjective(cfg.temperature)
-        return jnf_stages(model, joint_epochs, flow_epochs, projector, projector_epochs)
+        return jnf_stages(model, joint_epochs, flow_epochs, cfg.projector_objective, projector_epochs, cfg.temperature)
     if cfg.model != "telbo":
         return None
     second = cfg.second_stage_epochs or cfg.epochs // 2

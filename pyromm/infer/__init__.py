@@ -1,48 +1,46 @@
-"""Objectives: one layer of divergences and bounds shared by every model."""
-from pyromm.infer.divergences import RATE_MODES, analytic_kl, jensen_kl, monte_carlo_kl, rate
-from pyromm.infer.elbo import MultimodalELBO
+"""Objectives as Pyro ELBOs over the traces of a model and its guide, and the samplers of subset posteriors."""
 from pyromm.infer.hmc import DivergenceWarning, batched_hmc, nuts_subset_posterior, reference_hmc
-from pyromm.infer.iwae import DReG, IWAE, dreg_surrogate, iwae_bound
-from pyromm.infer.jmvae import JMVAEObjective, JointELBOStage, UnimodalELBOStage, telbo_stages
-from pyromm.infer.jnf import FlowPosteriorFit, jnf_stages
-from pyromm.infer.objective import Objective, ObjectiveOutput
-from pyromm.infer.pyro_elbo import PyroELBO
-from pyromm.infer.projectors import DCCAObjective, InfoNCEObjective, cca_loss, info_nce_loss
+from pyromm.infer.iwae import DReG, IWAE, detach_parameters, importance_weights, iwae_bound
+from pyromm.infer.objective import ELBOObjective, Objective, ObjectiveOutput
+from pyromm.infer.projectors import ProjectorPretraining, cca_loss, info_nce_loss
+from pyromm.infer.rate_elbo import RateELBO
+from pyromm.infer.rates import RATE_MODES, RateModeError, analytic_kl, jensen_kl, rate, register_jensen
+from pyromm.infer.stages import Stage, jnf_stages, telbo_stages
+from pyromm.infer.stratified_elbo import StratifiedIWAE
 from pyromm.infer.subset_posterior import SubsetTarget
 from pyromm.infer.subset_sampling import SubsetHMC
-from pyromm.infer.shared_elbo import MVTCAEObjective, SharedELBO, SubsampledELBO
+from pyromm.infer.terms_elbo import TermsELBO
+from pyromm.infer.traces import SiteError
 
 __all__ = [
-    "DivergenceWarning",
-    "batched_hmc",
-    "nuts_subset_posterior",
-    "reference_hmc",
-    "SubsetTarget",
-    "SubsetHMC",
     "DReG",
+    "DivergenceWarning",
+    "ELBOObjective",
     "IWAE",
-    "dreg_surrogate",
-    "iwae_bound",
-    "JMVAEObjective",
-    "JointELBOStage",
-    "UnimodalELBOStage",
-    "telbo_stages",
-    "FlowPosteriorFit",
-    "jnf_stages",
-    "DCCAObjective",
-    "InfoNCEObjective",
-    "cca_loss",
-    "info_nce_loss",
-    "RATE_MODES",
-    "analytic_kl",
-    "jensen_kl",
-    "monte_carlo_kl",
-    "rate",
-    "MultimodalELBO",
     "Objective",
     "ObjectiveOutput",
-    "PyroELBO",
-    "SharedELBO",
-    "SubsampledELBO",
-    "MVTCAEObjective",
+    "ProjectorPretraining",
+    "RATE_MODES",
+    "RateELBO",
+    "RateModeError",
+    "SiteError",
+    "Stage",
+    "StratifiedIWAE",
+    "SubsetHMC",
+    "SubsetTarget",
+    "TermsELBO",
+    "analytic_kl",
+    "batched_hmc",
+    "cca_loss",
+    "detach_parameters",
+    "importance_weights",
+    "info_nce_loss",
+    "iwae_bound",
+    "jensen_kl",
+    "jnf_stages",
+    "nuts_subset_posterior",
+    "rate",
+    "reference_hmc",
+    "register_jensen",
+    "telbo_stages",
 ]

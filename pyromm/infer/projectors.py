@@ -1,20 +1,19 @@
-r"""Objectives that pretrain JNF-Shared's projectors g_m on complete batches (ALGORITHMS.md §3.5): deep CCA and
-pairwise InfoNCE, each summed over the unordered pairs of modalities.
+r"""Pretraining of JNF-Shared's projectors g_m on complete batches: deep CCA or pairwise InfoNCE, summed over the
+unordered pairs of modalities (``docs/objectives.md``).
 
-Both objectives read ``model.projectors`` (name → g_m) and need one projector per modality of the model.
+:class:`ProjectorPretraining` reads ``model.projectors`` (name → g_m), one projector per modality of the model.
 """
 from __future__ import annotations
 
 import math
 from itertools import combinations
-from typing import Mapping
 
+import pyro
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 
 from pyromm.data.batch import MultimodalBatch
-from pyromm.infer.objective import ObjectiveOutput
 
 
 def _inverse_sqrt(sigma: Tensor, eps: float) -> Tensor:
@@ -85,34 +84,38 @@ def projections(model, batch: MultimodalBatch) -> dict[str, Tensor]:
     return out
 
 
-def _pairwise(losses: Mapping[tuple[str, str], Tensor], prefix: str) -> ObjectiveOutput:
-    terms = {f"{prefix}/{a}-{b}": v.detach() for (a, b), v in losses.items()}
-    return ObjectiveOutput(sum(losses.values()), terms)
+PROJECTOR_OBJECTIVES = ("dcca", "infonce")
 
 
-class DCCAObjective:
-    r"""Deep CCA: loss = Σ_{m<m'} cca_loss(g_m(x_m), g_{m'}(x_{m'})) = −Σ_{pairs} Σ_i ρ_i (terms ``cca/<m>-<m'>``)."""
+class ProjectorPretraining:
+    r"""Programs whose ELBO is the projectors' loss: ``model`` holds one ``pyro.factor`` per pair of modalities,
+    −B · cca_loss(g_m(x_m), g_{m'}(x_{m'})) (sites ``cca/<m>-<m'>``) or −B · info_nce_loss(..., τ) (``nce/...``),
+    so that the trainer's per-sample loss is Σ_{m<m'} loss_{m,m'}; ``guide`` samples nothing.
+    """
 
-    def __init__(self, r1: float = 1e-3, r2: float = 1e-3, top_k: int | None = None, eps: float = 1e-9) -> None:
-        if r1 < 0 or r2 < 0 or eps <= 0:
-            raise ValueError(f"DCCA needs r1, r2 >= 0 and eps > 0, got r1={r1}, r2={r2}, eps={eps}")
-        self.r1, self.r2, self.top_k, self.eps = float(r1), float(r2), top_k, float(eps)
-
-    def __call__(self, model, batch: MultimodalBatch, hyper: Mapping[str, float]) -> ObjectiveOutput:
-        g = projections(model, batch)
-        losses = {(a, b): cca_loss(g[a], g[b], self.r1, self.r2, self.top_k, self.eps) for a, b in combinations(g, 2)}
-        return _pairwise(losses, "cca")
-
-
-class InfoNCEObjective:
-    r"""Contrastive pretraining: loss = Σ_{m<m'} info_nce_loss(g_m(x_m), g_{m'}(x_{m'}), τ) (terms ``nce/<m>-<m'>``)."""
-
-    def __init__(self, temperature: float = 0.1) -> None:
+    def __init__(
+        self, network, objective: str = "dcca", temperature: float = 0.1, r1: float = 1e-3, r2: float = 1e-3
+    ) -> None:
+        if objective not in PROJECTOR_OBJECTIVES:
+            raise ValueError(f"unknown projector objective {objective!r}; choose from {PROJECTOR_OBJECTIVES}")
         if not (math.isfinite(temperature) and temperature > 0):
             raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
-        self.temperature = float(temperature)
+        if r1 < 0 or r2 < 0:
+            raise ValueError(f"DCCA needs r1, r2 >= 0, got r1={r1}, r2={r2}")
+        self.network, self.objective = network, objective
+        self.temperature, self.r1, self.r2 = float(temperature), float(r1), float(r2)
 
-    def __call__(self, model, batch: MultimodalBatch, hyper: Mapping[str, float]) -> ObjectiveOutput:
-        g = projections(model, batch)
-        losses = {(a, b): info_nce_loss(g[a], g[b], self.temperature) for a, b in combinations(g, 2)}
-        return _pairwise(losses, "nce")
+    def pair_loss(self, h1: Tensor, h2: Tensor) -> Tensor:
+        if self.objective == "dcca":
+            return cca_loss(h1, h2, self.r1, self.r2)
+        return info_nce_loss(h1, h2, self.temperature)
+
+    def model(self, batch: MultimodalBatch, hyper=None) -> None:
+        pyro.module("pyromm_vae", self.network)
+        g = projections(self.network, batch)
+        prefix = "cca" if self.objective == "dcca" else "nce"
+        for a, b in combinations(g, 2):
+            pyro.factor(f"{prefix}/{a}-{b}", -batch.batch_size * self.pair_loss(g[a], g[b]))
+
+    def guide(self, batch: MultimodalBatch, hyper=None) -> None:
+        pyro.module("pyromm_vae", self.network)

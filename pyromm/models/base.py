@@ -1,14 +1,16 @@
 """What every multimodal model shares: per-modality encoders, decoders, likelihoods and input checks."""
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator, Sequence
+from contextlib import nullcontext
+from typing import ContextManager, Sequence
 
 import torch
 import pyro.distributions as dist
+from pyro import poutine
 from torch import Tensor, nn
 
 from pyromm.data.batch import MultimodalBatch
+from pyromm.handlers import shared
 from pyromm.models.modality import Modality
 
 POSTERIORS = ("normal", "laplace")
@@ -40,8 +42,6 @@ class MultimodalNetworks(nn.Module):
         self.decoders = nn.ModuleDict({m.name: m.decoder for m in modalities})
         self.latent_dim = int(latent_dim)
         self.posterior = posterior
-        self._cache: tuple[MultimodalBatch, dict[str, dist.Independent]] | None = None
-        self._caching = False
 
     @property
     def device(self) -> torch.device:
@@ -96,13 +96,13 @@ class MultimodalNetworks(nn.Module):
                     raise type(err)(f"{err} (in samples {start}..{start + x.shape[0] - 1})") from None
 
     def encode(self, batch: MultimodalBatch) -> dict[str, dist.Independent]:
-        """q_m(z | x_m) for each modality in the batch (see the class docstring for the parameterisation)."""
-        if self._caching and self._cache is not None and self._cache[0] is batch:
-            return self._cache[1]
-        posteriors = {name: self.posterior_of(*self.encoders[name](x)) for name, x in batch.data.items()}
-        if self._caching:
-            self._cache = (batch, posteriors)
-        return posteriors
+        """q_m(z | x_m) for each modality in the batch (see the class docstring for the parameterisation); run once
+        per batch within one ELBO evaluation (:func:`pyromm.handlers.shared`)."""
+        return shared("encode", (self, batch), lambda: self._encode(batch))
+
+    def _encode(self, batch: MultimodalBatch) -> dict[str, dist.Independent]:
+        """The encoders on every modality of the batch, without memoisation."""
+        return {name: self.posterior_of(*self.encoders[name](x)) for name, x in batch.data.items()}
 
     def posterior_of(self, loc: Tensor, second: Tensor) -> dist.Independent:
         """The posterior distribution from an encoder's two outputs (in at least float32)."""
@@ -111,15 +111,6 @@ class MultimodalNetworks(nn.Module):
             scale = torch.softmax(second, dim=-1) * second.shape[-1] + MIN_SCALE
             return dist.Laplace(loc, scale, validate_args=False).to_event(1)
         return dist.Normal(loc, torch.exp(0.5 * second) + MIN_SCALE, validate_args=False).to_event(1)
-
-    @contextmanager
-    def cached_encoding(self) -> Iterator[None]:
-        """Within this context, ``encode`` of the same batch object runs the encoders once."""
-        self._caching, self._cache = True, None
-        try:
-            yield
-        finally:
-            self._caching, self._cache = False, None
 
     def decode(self, name: str, z: Tensor) -> dist.TorchDistribution:
         """p(x_name | z) for z of shape ``(*sample, B, D)``: the decoder sees ``(N, D)``; its output, in at least
@@ -154,3 +145,14 @@ def check_subset(subset: Sequence[str], names: Sequence[str]) -> list[str]:
     if unknown:
         raise KeyError(f"unknown modality {unknown[0]!r} in subset; the model has {list(names)}")
     return subset
+
+
+def observed_only(observed: Tensor | None) -> ContextManager:
+    """poutine.mask over the observed samples, or nothing when all are observed."""
+    return nullcontext() if observed is None else poutine.mask(mask=observed)
+
+
+def scaled(scale: float) -> ContextManager:
+    """poutine.scale by ``scale`` >= 0; a zero scale (β at the start of a warm-up) masks the sites instead, since
+    Pyro's scale must be positive."""
+    return poutine.mask(mask=False) if scale == 0 else poutine.scale(scale=scale)

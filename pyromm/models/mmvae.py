@@ -29,15 +29,8 @@ from pyro.distributions.util import is_validation_enabled
 from torch import Tensor, nn
 
 from pyromm.data.batch import MultimodalBatch
-from pyromm.infer.iwae import check_num_samples, detach_parameters, dreg_surrogate, iwae_bound
-from pyromm.infer.objective import ObjectiveOutput
-from pyromm.infer.shared_elbo import reconstruction
 from pyromm.models.modality import Modality
 from pyromm.models.shared_vae import SharedLatentVAE
-
-ESTIMATORS = ("dreg", "iwae")
-BOUNDS = ("looser", "tight")
-
 
 def observed_matrix(
     names: Sequence[str], mask: Mapping[str, Tensor | None] | None, batch_size: int, device: torch.device
@@ -104,70 +97,3 @@ class MMVAE(SharedLatentVAE):
 
     def config(self) -> dict:
         return {**super().config(), "learn_prior": self.learn_prior}
-
-
-class MMVAEObjective:
-    r"""loss = −1/B Σ_b objective_b, the MMVAE bound of the module docstring.
-
-    ``estimator``: 'dreg' (the reference default) or 'iwae'; ``bound``: 'looser' (per-modality bounds
-    averaged, the reference default) or 'tight' (all M·K samples pooled). ``hyper`` is not used (the
-    reference ignores β). ``terms['iwae']`` logs the IWAE value of the same bound and samples.
-    """
-
-    def __init__(self, K: int = 10, estimator: str = "dreg", bound: str = "looser") -> None:
-        self.K = check_num_samples(K)
-        if estimator not in ESTIMATORS:
-            raise ValueError(f"unknown estimator {estimator!r}; choose from {ESTIMATORS}")
-        if bound not in BOUNDS:
-            raise ValueError(f"unknown bound {bound!r}; choose from {BOUNDS}")
-        self.estimator, self.bound = estimator, bound
-
-    def log_weights(
-        self,
-        model: MMVAE,
-        batch: MultimodalBatch,
-        posteriors: Mapping[str, dist.Independent],
-        z: Tensor,
-        observed: Tensor,
-    ) -> Tensor:
-        """lw ``(*S, B)`` of samples z ``(*S, B, D)``, S = (K, M) (looser) or (K·M,) with s = k·M + r (tight);
-        ``observed`` ``(B, M)`` in the order of ``batch.data``.
-
-        Each decoder takes the K·B samples of one source r per call, as the references do: one call on all
-        K·M·B rows allocates activations beyond glibc's 32 MiB mmap threshold, which a CPU step page-faults
-        afresh every time (a PolyMNIST step at K = 10, M = 3, B = 128 took 1.25× as long).
-        """
-        names = list(batch.data)
-        if self.estimator == "dreg":
-            posteriors = {n: detach_parameters(q) for n, q in posteriors.items()}
-        log_q = torch.stack([posteriors[n].log_prob(z) for n in names], dim=-1)
-        log_q = log_q.masked_fill(~observed, float("-inf"))
-        log_mixture = torch.logsumexp(log_q, -1) - observed.sum(-1).to(log_q.dtype).log()
-        by_source = z.reshape(-1, len(names), *z.shape[-2:]).unbind(1)
-        log_px = -torch.stack([sum(reconstruction(model, batch, z_r, names).values()) for z_r in by_source], 1)
-        return model.prior(batch).log_prob(z) + log_px.reshape(z.shape[:-1]) - log_mixture
-
-    def per_sample(self, model: MMVAE, batch: MultimodalBatch) -> tuple[Tensor, Tensor]:
-        """objective_b ``(B,)`` (differentiable) and the IWAE value of the same bound ``(B,)`` (detached)."""
-        names = list(batch.data)
-        observed = observed_matrix(names, batch.mask, batch.batch_size, batch.device)
-        posteriors = model.encode(batch)
-        z = torch.stack([posteriors[n].rsample((self.K,)) for n in names], dim=1)  # (K, M, B, D)
-        by_modality = observed.T  # (M, B)
-        if self.bound == "tight":
-            z = z.reshape(-1, *z.shape[2:])  # sample s = k·M + r
-            by_modality = by_modality.expand(self.K, *by_modality.shape).reshape(z.shape[:-1])
-        lw = self.log_weights(model, batch, posteriors, z, observed)
-        dreg = self.estimator == "dreg"
-        return self.reduce(lw, z, by_modality, dreg), self.reduce(lw.detach(), z, by_modality, False)
-
-    def reduce(self, lw: Tensor, z: Tensor, kept: Tensor, dreg: bool) -> Tensor:
-        """looser: mean over observed r of the per-r estimator over k; tight: the estimator over the kept (r, k)."""
-        if self.bound == "tight":
-            return dreg_surrogate(lw, z, kept) if dreg else iwae_bound(lw, kept)
-        per_modality = dreg_surrogate(lw, z) if dreg else iwae_bound(lw)  # (M, B)
-        return torch.where(kept, per_modality, 0.0).sum(0) / kept.sum(0)
-
-    def __call__(self, model: MMVAE, batch: MultimodalBatch, hyper: Mapping[str, float]) -> ObjectiveOutput:
-        objective, bound = self.per_sample(model, batch)
-        return ObjectiveOutput(-objective.mean(), {"iwae": bound.mean()})

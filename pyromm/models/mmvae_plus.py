@@ -43,16 +43,9 @@ from pyro import poutine
 from torch import Tensor, nn
 
 from pyromm.data.batch import MultimodalBatch
-from pyromm.infer.iwae import check_num_samples, detach_parameters, dreg_surrogate, iwae_bound
-from pyromm.infer.objective import ObjectiveOutput
-from pyromm.infer.shared_elbo import reconstruction
 from pyromm.models.mmvae import laplace_mixture, observed_matrix
 from pyromm.models.modality import Modality
 from pyromm.models.shared_vae import SharedLatentVAE
-
-ESTIMATORS = ("elbo", "dreg")
-DETACH_MODES = ("proper", "reference")
-
 
 def unit_laplace(shape: Sequence[int], like: Tensor) -> dist.Independent:
     """Laplace(0, 1) with the last entry of ``shape`` as event dimension, on ``like``'s device and dtype."""
@@ -163,85 +156,3 @@ class MMVAEPlus(SharedLatentVAE):
             "private_dim": self.private_dim,
             "learn_private_prior": self.learn_private_prior,
         }
-
-
-class MMVAEPlusObjective:
-    r"""loss = −1/B Σ_b objective_b with the log-weights lw_{r,k} of the module docstring.
-
-    * ``estimator='elbo'`` (K = 1 only; the official PolyMNIST default):
-      objective_b = mean_{r∈O_b} log (1/K) Σ_k exp(lw_{r,k}) = mean_{r∈O_b} lw_{r,1}, log q at the live parameters.
-    * ``estimator='dreg'``: objective_b = mean_{r∈O_b} Σ_k w̃_{r,k} lw_{r,k}, w̃ = softmax_k(lw_{r,·}) (no grad),
-      with a hook multiplying the gradient reaching u_{r,k} = [w_{r,k}, z_{r,k}] by w̃_{r,k} (not the draws ŵ
-      of r_d). ``detach='proper'`` evaluates log q_m(z) and log q_r(w) at detached posterior parameters
-      (MultiVae; the DReG estimator: encoders get only the w̃²-weighted path gradient); ``detach='reference'``
-      evaluates them at the live parameters, as the official ``_m_dreg`` does (it builds detached posteriors
-      but never uses them), so the encoders also get the score term −β Σ_k w̃_{r,k} ∇_φ log q(u_{r,k}).
-      The two modes give the same loss value and the same decoder and prior gradients.
-
-    β = ``beta``, or ``hyper['beta']`` (default 1) when ``beta`` is None. ``terms['iwae']`` logs
-    mean_r log (1/K) Σ_k exp(lw_{r,k}) of the same samples.
-    """
-
-    def __init__(self, K: int = 1, estimator: str = "elbo", beta: float | None = None, detach: str = "proper") -> None:
-        self.K = check_num_samples(K)
-        if estimator not in ESTIMATORS:
-            raise ValueError(f"unknown estimator {estimator!r}; choose from {ESTIMATORS}")
-        if estimator == "elbo" and self.K != 1:
-            raise ValueError(f"estimator 'elbo' uses one sample per modality (K=1), got K={K}; use 'dreg' for K > 1")
-        if detach not in DETACH_MODES:
-            raise ValueError(f"unknown detach mode {detach!r}; choose from {DETACH_MODES}")
-        if beta is not None and beta < 0:
-            raise ValueError(f"beta must be >= 0, got {beta}")
-        self.estimator, self.beta, self.detach = estimator, beta, detach
-
-    def log_weights(
-        self,
-        model: MMVAEPlus,
-        batch: MultimodalBatch,
-        parts: Mapping[str, tuple[dist.Independent, dist.Independent]],
-        u: Tensor,
-        cross: Mapping[tuple[str, str], Tensor],
-        observed: Tensor,
-        beta: float,
-    ) -> Tensor:
-        """lw ``(K, M, B)`` of the draws u ``(K, M, B, D_w + D_z)`` (source r along dim 1, in the order of
-        ``batch.data``), the cross private draws ``cross[r, d]`` ``(K, B, D_w)`` and ``observed`` ``(B, M)``."""
-        names = list(batch.data)
-        if self.estimator == "dreg" and self.detach == "proper":
-            parts = {n: (detach_parameters(q_z), detach_parameters(q_w)) for n, (q_z, q_w) in parts.items()}
-        w, z = u[..., : model.private_dim], u[..., model.private_dim :]
-        log_q_z = torch.stack([parts[m][0].log_prob(z) for m in names], dim=-1)  # (K, M_r, B, M_m)
-        log_q_z = log_q_z.masked_fill(~observed, float("-inf"))
-        log_mixture = torch.logsumexp(log_q_z, -1) - observed.sum(-1).to(u.dtype).log()
-        log_q_w = torch.stack([parts[r][1].log_prob(w[:, i]) for i, r in enumerate(names)], dim=1)
-        log_pu = unit_laplace(u.shape, u).log_prob(u)
-        log_px = 0.0
-        for d in names:  # one decoder call per (r, d) pair, as MMVAEObjective.log_weights explains
-            inputs = [u[:, i] if r == d else torch.cat([cross[r, d], z[:, i]], -1) for i, r in enumerate(names)]
-            log_px = log_px - torch.stack([reconstruction(model, batch, v, [d])[d] for v in inputs], dim=1)
-        return log_px + beta * (log_pu - log_mixture - log_q_w)
-
-    def per_sample(self, model: MMVAEPlus, batch: MultimodalBatch, hyper: Mapping[str, float]) -> tuple[Tensor, Tensor]:
-        """objective_b ``(B,)`` (differentiable) and mean_r log (1/K) Σ_k exp(lw_{r,k}) ``(B,)`` (detached)."""
-        names = list(batch.data)
-        observed = observed_matrix(names, batch.mask, batch.batch_size, batch.device)
-        parts = model.encode_parts(batch)
-        draws = [(q_z.rsample((self.K,)), q_w.rsample((self.K,))) for q_z, q_w in parts.values()]
-        u = torch.stack([torch.cat([w, z], -1) for z, w in draws], dim=1)  # (K, M, B, D_w + D_z)
-        cross = {
-            (r, d): model.private_prior(d).rsample((self.K, batch.batch_size)) for r in names for d in names if d != r
-        }
-        beta = hyper.get("beta", 1.0) if self.beta is None else self.beta
-        lw = self.log_weights(model, batch, parts, u, cross, observed, beta)
-        per_modality = dreg_surrogate(lw, u) if self.estimator == "dreg" else iwae_bound(lw)  # (M, B)
-        return self.mean_over_sources(per_modality, observed), self.mean_over_sources(iwae_bound(lw.detach()), observed)
-
-    @staticmethod
-    def mean_over_sources(per_modality: Tensor, observed: Tensor) -> Tensor:
-        """mean_{r∈O_b} of a ``(M, B)`` tensor, for ``observed`` ``(B, M)``."""
-        kept = observed.T
-        return torch.where(kept, per_modality, 0.0).sum(0) / kept.sum(0)
-
-    def __call__(self, model: MMVAEPlus, batch: MultimodalBatch, hyper: Mapping[str, float]) -> ObjectiveOutput:
-        objective, bound = self.per_sample(model, batch, hyper)
-        return ObjectiveOutput(-objective.mean(), {"iwae": bound.mean()})

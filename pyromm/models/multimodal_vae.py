@@ -1,45 +1,53 @@
 """Multimodal VAEs with one latent per modality: independent VAEs, the MMVM VAE, user priors."""
 from __future__ import annotations
 
-import inspect
-from contextlib import nullcontext
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Protocol, Sequence, runtime_checkable
 
 import pyro
 import pyro.distributions as dist
-from pyro import poutine
-from torch import Tensor
 
 from pyromm.data.batch import MultimodalBatch
-from pyromm.models.base import MultimodalNetworks, check_subset
+from pyromm.models.base import MultimodalNetworks, check_subset, observed_only, scaled
 from pyromm.models.modality import Modality
 from pyromm.models.priors import MMVMPrior, standard_normal
 
-Prior = Callable[..., "dist.TorchDistribution | Mapping[str, dist.TorchDistribution]"]
+
+@runtime_checkable
+class ConditionalPrior(Protocol):
+    """h(z_m | ·) of every modality's latent from the unimodal posteriors, the batch and the schedule values:
+    one distribution for every modality, or a mapping modality → distribution."""
+
+    def __call__(
+        self, posteriors: Mapping[str, dist.Independent], batch: MultimodalBatch, hyper: Mapping[str, float]
+    ) -> "dist.TorchDistribution | Mapping[str, dist.TorchDistribution]": ...
 
 
 class MultimodalVAE(MultimodalNetworks):
     r"""p(X, Z) = Π_m p(x_m | z_m) · h(z_m | ·), guide q(Z | X) = Π_m q_m(z_m | x_m).
 
-    Each modality m has its own latent z_m, encoder and decoder. The prior h is a function of the
-    unimodal posteriors and the batch (``prior(posteriors, batch[, hyper])``): N(0, I) gives independent
-    VAEs, :class:`MMVMPrior` the MMVM VAE. ``model``/``guide`` are the same model as Pyro programs.
+    Each modality m has its own latent z_m (site ``z_<m>``), encoder and decoder (site ``x_<m>``).
+    ``conditional_prior`` (a :class:`ConditionalPrior`) gives h: N(0, I) for independent VAEs,
+    :class:`MMVMPrior` for the MMVM VAE. ``model``/``guide`` are the model: train them with any ELBO of
+    :mod:`pyromm.infer` (``RateELBO('jensen')`` is the MMVM reference code's objective).
     """
 
-    def __init__(self, modalities: Sequence[Modality], latent_dim: int, prior: Prior = standard_normal) -> None:
+    def __init__(
+        self, modalities: Sequence[Modality], latent_dim: int, conditional_prior: ConditionalPrior = standard_normal
+    ) -> None:
         super().__init__(modalities, latent_dim)
-        self.prior = prior
-        self._prior_takes_hyper = _accepts_three_args(prior)
+        if not callable(conditional_prior):
+            raise TypeError(f"conditional_prior must be callable (posteriors, batch, hyper), got {conditional_prior!r}")
+        self.conditional_prior = conditional_prior
 
-    def priors(
+    def conditional_priors(
         self, posteriors: Mapping[str, dist.Independent], batch: MultimodalBatch, hyper: Mapping[str, float]
     ) -> dict[str, dist.TorchDistribution]:
-        """The prior of every modality's latent, from ``self.prior``."""
-        prior = self.prior(posteriors, batch, hyper) if self._prior_takes_hyper else self.prior(posteriors, batch)
+        """h(z_m | ·) of every modality in ``posteriors``, from ``self.conditional_prior``."""
+        prior = self.conditional_prior(posteriors, batch, hyper)
         if isinstance(prior, Mapping):
             missing = [n for n in posteriors if n not in prior]
             if missing:
-                raise KeyError(f"prior returned no distribution for modality {missing[0]!r}")
+                raise KeyError(f"the conditional prior returned no distribution for modality {missing[0]!r}")
             return {n: prior[n] for n in posteriors}
         return {n: prior for n in posteriors}
 
@@ -56,55 +64,39 @@ class MultimodalVAE(MultimodalNetworks):
         return {name: self.decode(name, q.sample()) for name, q in self.encode(batch).items()}
 
     def model(self, batch: MultimodalBatch, hyper: Mapping[str, float] | None = None) -> None:
-        """Pyro model: z_m ~ h(z_m | ·) scaled by β, x_m ~ p(x_m | z_m) scaled by w_m, masked where missing."""
+        """z_m ~ h(z_m | ·) scaled by β, x_m ~ p(x_m | z_m) scaled by w_m, both masked where x_m is missing."""
         hyper = {} if hyper is None else hyper
         pyro.module("pyromm_vae", self)
-        posteriors = self.encode(batch)
-        priors = self.priors(posteriors, batch, hyper)
+        priors = self.conditional_priors(self.encode(batch), batch, hyper)
         beta = hyper.get("beta", 1.0)
         with pyro.plate("data", batch.batch_size):
             for name, x in batch.data.items():
-                with _observed_only(batch.observed(name)):
-                    with poutine.scale(scale=beta):
+                with observed_only(batch.observed(name)):
+                    with scaled(beta):
                         z = pyro.sample(f"z_{name}", priors[name])
-                    with poutine.scale(scale=self.modalities[name].weight):
+                    with scaled(self.modalities[name].weight):
                         pyro.sample(f"x_{name}", self.decode(name, z), obs=x)
 
     def guide(self, batch: MultimodalBatch, hyper: Mapping[str, float] | None = None) -> None:
-        """Pyro guide: z_m ~ q_m(z_m | x_m), scaled by β, masked where missing."""
+        """z_m ~ q_m(z_m | x_m), scaled by β, masked where x_m is missing."""
         hyper = {} if hyper is None else hyper
         pyro.module("pyromm_vae", self)
-        posteriors = self.encode(batch)
         beta = hyper.get("beta", 1.0)
         with pyro.plate("data", batch.batch_size):
-            for name, q in posteriors.items():
-                with _observed_only(batch.observed(name)), poutine.scale(scale=beta):
+            for name, q in self.encode(batch).items():
+                with observed_only(batch.observed(name)), scaled(beta):
                     pyro.sample(f"z_{name}", q)
 
     def config(self) -> dict:
-        prior = self.prior.__name__ if inspect.isfunction(self.prior) else repr(self.prior)
-        return {**super().config(), "prior": prior}
+        prior = getattr(self.conditional_prior, "__name__", None) or repr(self.conditional_prior)
+        return {**super().config(), "conditional_prior": prior}
 
 
 def independent_vaes(modalities: Sequence[Modality], latent_dim: int) -> MultimodalVAE:
     """M independent VAEs: h(z_m) = N(0, I)."""
-    return MultimodalVAE(modalities, latent_dim, prior=standard_normal)
+    return MultimodalVAE(modalities, latent_dim, conditional_prior=standard_normal)
 
 
 def mmvm_vae(modalities: Sequence[Modality], latent_dim: int, alpha: float = 0.0) -> MultimodalVAE:
     """The MMVM VAE: h(z_m | X) = α N(0, I) + (1 − α)/M Σ_m' q_m'(z_m | x_m')."""
-    return MultimodalVAE(modalities, latent_dim, prior=MMVMPrior(alpha))
-
-
-def _observed_only(observed: Tensor | None):
-    """poutine.mask over the observed samples, or nothing when all are observed."""
-    return nullcontext() if observed is None else poutine.mask(mask=observed)
-
-
-def _accepts_three_args(fn: Callable) -> bool:
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    return len(positional) >= 3 or any(p.kind == p.VAR_POSITIONAL for p in params)
+    return MultimodalVAE(modalities, latent_dim, conditional_prior=MMVMPrior(alpha))

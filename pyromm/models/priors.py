@@ -1,7 +1,7 @@
 """Priors over per-modality latents, as functions of the unimodal posteriors and the batch.
 
-A prior is called as ``prior(posteriors, batch, hyper)`` (or ``prior(posteriors, batch)``) and returns
-one distribution used for every modality's latent, or a dict of them keyed by modality.
+A conditional prior is called as ``prior(posteriors, batch, hyper)`` and returns one distribution used for
+every modality's latent, or a dict of them keyed by modality (``pyromm.models.ConditionalPrior``).
 """
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ from pyromm.data.batch import MultimodalBatch
 from pyromm.distributions import DiagNormalMixture
 
 
-def standard_normal(posteriors: Mapping[str, dist.Independent], batch: MultimodalBatch) -> dist.Independent:
+def standard_normal(
+    posteriors: Mapping[str, dist.Independent], batch: MultimodalBatch, hyper: Mapping[str, float] | None = None
+) -> dist.Independent:
     """p(z) = N(0, I), shaped like the posteriors."""
     loc = next(iter(posteriors.values())).base_dist.loc
     zeros = torch.zeros_like(loc)

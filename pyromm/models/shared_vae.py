@@ -1,18 +1,16 @@
 """Multimodal VAEs with one shared latent: AVG, PoE/MVAE, MoE, MoPoE, MVTCAE as guide combinators."""
 from __future__ import annotations
 
-from contextlib import nullcontext
 from functools import partial
 from typing import Callable, Mapping, Sequence
 
 import torch
 import pyro
 import pyro.distributions as dist
-from pyro import poutine
 
 from pyromm import aggregation
 from pyromm.data.batch import MultimodalBatch
-from pyromm.models.base import MultimodalNetworks, check_subset
+from pyromm.models.base import MultimodalNetworks, check_subset, observed_only, scaled
 from pyromm.models.modality import Modality
 
 AGGREGATIONS: dict[str, Callable] = {
@@ -30,7 +28,10 @@ class SharedLatentVAE(MultimodalNetworks):
 
     ``aggregation`` names a combinator of :mod:`pyromm.aggregation` (``avg``, ``poe``, ``poe_prior``,
     ``moe``, ``mopoe``, ``mopoe_noprior``) or is a callable ``(posteriors, mask) -> distribution``.
-    Every decoder decodes the one z; masked modalities leave the aggregate and the likelihood.
+    Every decoder decodes the one z (site ``z``); masked modalities leave the aggregate and the likelihood
+    (sites ``x_<m>``). ``rate_scale`` c multiplies β on the site ``z`` of both programs: 1, or
+    ``'modalities'`` for c = M, as the MMVM reference code's joint baselines (they add the same KL once per
+    modality).
     """
 
     def __init__(
@@ -39,8 +40,12 @@ class SharedLatentVAE(MultimodalNetworks):
         latent_dim: int,
         aggregation: str | Callable = "poe",
         posterior: str = "normal",
+        rate_scale: float | str = 1.0,
     ) -> None:
         super().__init__(modalities, latent_dim, posterior)
+        if rate_scale != "modalities" and (isinstance(rate_scale, (bool, str)) or not rate_scale >= 0):
+            raise ValueError(f"rate_scale must be a number >= 0 or 'modalities', got {rate_scale!r}")
+        self.rate_scale = float(len(modalities)) if rate_scale == "modalities" else float(rate_scale)
         if isinstance(aggregation, str):
             if aggregation not in AGGREGATIONS:
                 raise ValueError(f"unknown aggregation {aggregation!r}; choose from {sorted(AGGREGATIONS)}")
@@ -80,24 +85,26 @@ class SharedLatentVAE(MultimodalNetworks):
         return {name: self.decode(name, z) for name in batch.data}
 
     def model(self, batch: MultimodalBatch, hyper: Mapping[str, float] | None = None) -> None:
-        """Pyro model: z ~ N(0, I) scaled by β, x_m ~ p(x_m | z) scaled by w_m for the observed samples."""
+        """z ~ N(0, I) scaled by c·β, x_m ~ p(x_m | z) scaled by w_m for the observed samples."""
         hyper = {} if hyper is None else hyper
         pyro.module("pyromm_vae", self)
         with pyro.plate("data", batch.batch_size):
-            with poutine.scale(scale=hyper.get("beta", 1.0)):
+            with scaled(self.rate_scale * hyper.get("beta", 1.0)):
                 z = pyro.sample("z", self.prior(batch))
-            for name, x in batch.data.items():
-                observed = batch.observed(name)
-                with nullcontext() if observed is None else poutine.mask(mask=observed):
-                    with poutine.scale(scale=self.modalities[name].weight):
-                        pyro.sample(f"x_{name}", self.decode(name, z), obs=x)
+            self.observe(batch, z, list(batch.data))
+
+    def observe(self, batch: MultimodalBatch, z: torch.Tensor, names: Sequence[str], suffix: str = "") -> None:
+        """x_m ~ p(x_m | z) (sites ``x_<m><suffix>``) scaled by w_m, masked where x_m is missing."""
+        for name in names:
+            with observed_only(batch.observed(name)), scaled(self.modalities[name].weight):
+                pyro.sample(f"x_{name}{suffix}", self.decode(name, z), obs=batch.data[name])
 
     def guide(self, batch: MultimodalBatch, hyper: Mapping[str, float] | None = None) -> None:
-        """Pyro guide: z ~ q(z | X), scaled by β."""
+        """z ~ q(z | X), scaled by c·β."""
         hyper = {} if hyper is None else hyper
         pyro.module("pyromm_vae", self)
-        with pyro.plate("data", batch.batch_size), poutine.scale(scale=hyper.get("beta", 1.0)):
+        with pyro.plate("data", batch.batch_size), scaled(self.rate_scale * hyper.get("beta", 1.0)):
             pyro.sample("z", self.joint(batch))
 
     def config(self) -> dict:
-        return {**super().config(), "aggregation": self.aggregation_name}
+        return {**super().config(), "aggregation": self.aggregation_name, "rate_scale": self.rate_scale}

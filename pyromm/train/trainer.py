@@ -44,11 +44,14 @@ import numpy as np
 import pyro
 import torch
 from torch import Tensor, nn
+from torch.distributions import transform_to
+from pyro.optim import PyroOptim
 from torch.optim import Optimizer
 from tqdm.auto import tqdm
 
 from pyromm.data.dataset import MultimodalDataset
-from pyromm.infer.objective import Objective, ObjectiveOutput
+from pyromm.infer.objective import ELBOObjective, Objective, ObjectiveOutput
+from pyromm.infer.stages import Stage
 from pyromm.train.checkpoint import (
     CheckpointDir,
     CheckpointMismatchError,
@@ -61,6 +64,8 @@ from pyromm.train.checkpoint import (
 from pyromm.train.distributed import DataParallel
 from pyromm.train.acceleration import CompiledObjective, autocast, check_autocast, flushing_denormals
 from pyromm.train.logging import MetricsLog
+from pyromm.train.optimizers import PyroStageOptimizer, StageOptimizer, TorchStageOptimizer, optimizer_class
+from pyromm.train.program_params import load_user_params, program_params, user_param_state
 from pyromm.train.placement import batch_to, resident
 from pyromm.train.schedules import Schedule, as_schedule
 from pyromm.train.signals import StopSignals
@@ -68,29 +73,20 @@ from pyromm.train.signals import StopSignals
 NONFINITE_MODES = ("raise", "skip")
 
 
-@dataclass(frozen=True)
-class Stage:
-    """A block of ``epochs`` epochs with its own objective and trainable parameters.
-
-    ``objective`` defaults to the trainer's. ``trainable(model)`` gives the parameters optimised in the stage
-    (default: those requiring grad when ``fit`` starts); every other parameter is frozen
-    (``requires_grad=False``) during the stage. With ``reset_optimizer`` the stage starts with a fresh
-    optimizer; otherwise optimizer state carries over for the parameters trained in both stages.
-    """
-
-    name: str
-    epochs: int
-    objective: Objective | None = None
-    trainable: Callable[[nn.Module], Iterable[nn.Parameter]] | None = None
-    reset_optimizer: bool = True
-
-    def __post_init__(self) -> None:
-        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
-            raise ValueError(f"stage {self.name!r}: epochs must be an integer >= 1, got {self.epochs!r}")
-
-
 class Trainer:
-    """Trains ``model`` on a ``MultimodalDataset`` with ``objective(model, batch, hyper)``.
+    """Trains ``model`` on a ``MultimodalDataset`` with an objective: a ``pyro.infer.ELBO`` on the model's own
+    ``model``/``guide`` programs (any Pyro ELBO; pyromm's log per-site terms), or ``objective(model, batch, hyper)``
+    (an :class:`~pyromm.infer.objective.ELBOObjective` on other programs, say). The loss is the ELBO's divided by
+    the batch size.
+
+    Parameters: the model's (those of each stage) and every ``pyro.param`` or other ``pyro.module`` the programs
+    touch, found by running them once per stage. The trainer keeps its own Pyro param store (a
+    ``ParamStoreDict.scope``), so another model's parameters under the same names never leak in; after ``fit``
+    the trained ``pyro.param`` values are in Pyro's global param store, as after SVI. ``optimizer``: a
+    ``torch.optim`` class or name, or a ``pyro.optim`` optimizer or learning-rate scheduler (the latter stepped
+    once per epoch). ``validate`` (default True) runs the steps with Pyro's validation on, so an invalid
+    distribution parameter is refused with Pyro's message naming it; False skips those checks, which sync the
+    host with the device.
 
     ``schedules`` maps hyper names to a ``Schedule`` or a number (a constant); it must include ``beta``
     (default ``{"beta": 1.0}``), which must never be negative. ``epochs`` is the total number of epochs
@@ -123,9 +119,9 @@ class Trainer:
     def __init__(
         self,
         model: nn.Module,
-        objective: Objective,
+        objective: Objective | pyro.infer.ELBO,
         *,
-        optimizer: str | type[Optimizer] = "adam",
+        optimizer: str | type[Optimizer] | PyroOptim = "adam",
         lr: float = 1e-3,
         optimizer_kwargs: Mapping[str, Any] | None = None,
         schedules: Mapping[str, Schedule | float] | None = None,
@@ -148,16 +144,18 @@ class Trainer:
         compile: bool | str = False,
         autocast: str | None = None,
         flush_denormals: bool = True,
+        validate: bool = True,
     ) -> None:
         self.model = model
-        self.objective = objective
-        self.optimizer_class = _optimizer_class(optimizer)
+        self.objective = as_objective(objective)
+        self.pyro_optimizer = optimizer if isinstance(optimizer, PyroOptim) else None
+        self.optimizer_class = None if self.pyro_optimizer is not None else optimizer_class(optimizer)
         self.lr = lr
         self.optimizer_kwargs = dict(optimizer_kwargs or {})
         self.schedules = {name: as_schedule(s) for name, s in (schedules or {"beta": 1.0}).items()}
         _check_beta(self.schedules)
         self.batch_size = _at_least_one("batch_size", batch_size)
-        self.stages = list(stages) if stages is not None else [Stage("train", _at_least_one("epochs", epochs), objective)]
+        self.stages = list(stages) if stages is not None else [Stage("train", _at_least_one("epochs", epochs), self.objective)]
         if not self.stages:
             raise ValueError("stages is empty")
         self.device = torch.device(device)
@@ -181,10 +179,14 @@ class Trainer:
         self.compile = "inductor" if compile is True else compile or None
         self.autocast = check_autocast(autocast)
         self.flush_denormals = flush_denormals
+        self.validate = bool(validate)
+        self._param_state: dict[str, Any] | None = None
+        self._user_params: list[Tensor] = []
+        self._probe: tuple[Any, dict[str, float]] | None = None
         self._compiled: dict[int, CompiledObjective] = {}
         self.user_config = dict(config or {})
         self.generator = torch.Generator()
-        self.optimizer: Optimizer | None = None
+        self.optimizer: StageOptimizer | None = None
         self.epoch = 0
         self.step = 0
         self.stage_index = 0
@@ -201,7 +203,7 @@ class Trainer:
     def config(self) -> dict[str, Any]:
         """The trainer's settings as JSON-able values."""
         return {
-            "optimizer": _qualname(self.optimizer_class),
+            "optimizer": _qualname(self.optimizer_class or self.pyro_optimizer),
             "lr": self.lr,
             "optimizer_kwargs": self.optimizer_kwargs,
             "schedules": {name: s.config() for name, s in self.schedules.items()},
@@ -220,7 +222,7 @@ class Trainer:
                 {
                     "name": s.name,
                     "epochs": s.epochs,
-                    "objective": _qualname(s.objective or self.objective),
+                    "objective": repr(self._objective_of(s)),
                     "trainable": None if s.trainable is None else _qualname(s.trainable),
                     "reset_optimizer": s.reset_optimizer,
                 }
@@ -252,6 +254,7 @@ class Trainer:
         if val is not None:
             self._check_first_batch(val)
         config_json = _to_json(self.run_config())
+        self._probe = (batch_to(next(iter(train.batches(self.batch_size))), self.device), self._hyper(1))
         self._seed()
         self.optimizer, self.epoch, self.step, self.stage_index, self._progress = None, 0, 0, 0, None
         self._best = None
@@ -265,11 +268,14 @@ class Trainer:
             if checkpoints is not None:
                 checkpoints.save(state)
 
+        store = pyro.get_param_store()
         try:
-            with StopSignals(enabled=self.run_dir is not None and self.distributed is None) as stop:
+            with StopSignals(enabled=self.run_dir is not None and self.distributed is None) as stop, store.scope(
+                self._param_state
+            ) as self._param_state:
                 if self.run_dir is not None:
                     log, checkpoints, history = self._open_run(config_json, initial)
-                with pyro.validation_enabled(False), flushing_denormals(self.device, self.flush_denormals):
+                with pyro.validation_enabled(self.validate), flushing_denormals(self.device, self.flush_denormals):
                     for epoch in range(self.epoch + 1, self.total_epochs + 1):
                         stage_index = bisect.bisect_left(self._stage_ends, epoch)
                         if self.optimizer is None or stage_index != self.stage_index:
@@ -293,7 +299,23 @@ class Trainer:
             for param, flag in initial:
                 param.requires_grad_(flag)
             model.train(was_training)
+            self._publish_user_params()
         return history
+
+    def _publish_user_params(self) -> None:
+        """Put the trained ``pyro.param`` values into Pyro's global param store, as SVI leaves them."""
+        if self._param_state is None:
+            return
+        store = pyro.get_param_store()
+        owned = {id(p) for p in self.model.parameters()}
+        for name, value in self._param_state["params"].items():
+            if id(value) in owned or name.startswith("model$$$"):
+                continue
+            constraint = self._param_state["constraints"][name]
+            if name in store:
+                del store[name]
+            with torch.no_grad():
+                store.setdefault(name, transform_to(constraint)(value.detach()), constraint)
 
     def _open_run(
         self, config_json: str, initial: list[tuple[nn.Parameter, bool]]
@@ -339,7 +361,7 @@ class Trainer:
         self.generator.manual_seed(self.seed)
 
     def _enter_stage(self, index: int, initial: list[tuple[nn.Parameter, bool]]) -> None:
-        """Freeze what the stage does not train and build its optimizer."""
+        """Freeze what the stage does not train, find its programs' ``pyro.param``s and build its optimizer."""
         stage = self.stages[index]
         if stage.trainable is None:
             params = [p for p, flag in initial if flag]
@@ -348,19 +370,29 @@ class Trainer:
             owned = {id(p) for p, _ in initial}
             if any(id(p) not in owned for p in params):
                 raise ValueError(f"stage {stage.name!r}: trainable() returned parameters that are not the model's")
-        if not params:
-            raise ValueError(f"stage {stage.name!r} has no trainable parameters")
         chosen = {id(p) for p in params}
         for param, _ in initial:
             param.requires_grad_(id(param) in chosen)
-        optimizer = self.optimizer_class(params, lr=self.lr, **self.optimizer_kwargs)
-        if self.optimizer is not None and not stage.reset_optimizer:
-            for param in params:
-                if param in self.optimizer.state:
-                    optimizer.state[param] = self.optimizer.state[param]
+        batch, hyper = self._probe
+        with pyro.validation_enabled(self.validate):
+            self._user_params = program_params(self._objective_of(stage), self.model, batch, hyper)
+        if stage.trainable is None:
+            params = params + self._user_params
+        if not params:
+            raise ValueError(f"stage {stage.name!r} has no trainable parameters")
+        if self.pyro_optimizer is not None:
+            optimizer: StageOptimizer = PyroStageOptimizer(self.pyro_optimizer, self.model, params)
+        else:
+            optimizer = TorchStageOptimizer(self.optimizer_class(params, lr=self.lr, **self.optimizer_kwargs))
+            if isinstance(self.optimizer, TorchStageOptimizer) and not stage.reset_optimizer:
+                optimizer.carry_state(self.optimizer, params)
         names = {id(p): name for name, p in self.model.named_parameters()}
+        store = pyro.get_param_store()
         self.optimizer, self.stage_index, self._params = optimizer, index, params
-        self._param_names = [names[id(p)] for p in params]
+        self._param_names = [names.get(id(p)) or store.param_name(p) for p in params]
+
+    def _objective_of(self, stage: Stage) -> Objective:
+        return as_objective(stage.objective) if stage.objective is not None else self.objective
 
     def _restore(self, path: Path, state: Mapping[str, Any], initial: list[tuple[nn.Parameter, bool]]) -> None:
         """Continue from a loaded checkpoint: model, stage and optimizer, counters, RNG and data-order states,
@@ -384,6 +416,7 @@ class Trainer:
             )
         load_model_state(self.model, state, path)
         self._enter_stage(stage, initial)
+        load_user_params(self._user_params, state.get("pyro_params") or {})
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch, self.step = epoch, int(state["step"])
         restore_rng_state(state["rng"])
@@ -400,6 +433,7 @@ class Trainer:
         state = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "pyro_params": user_param_state(self._user_params),
             "epoch": self.epoch,
             "step": self.step,
             "stage": self.stage_index,
@@ -446,7 +480,7 @@ class Trainer:
         signal saves a mid-epoch checkpoint and exits (unless the epoch is complete: ``fit`` handles that).
         """
         stage = self.stages[self.stage_index]
-        objective = stage.objective or self.objective
+        objective = self._objective_of(stage)
         step_objective = self._step_objective(objective)
         progress, self._progress = self._progress or _Progress(), None
         progress.generator = self.generator.get_state()
@@ -469,11 +503,12 @@ class Trainer:
                     batch = self.distributed.shard(batch)
                 batch = batch_to(batch, self.device)
                 hyper = self._hyper(epoch)
+                self.optimizer.zero_grad()
                 with autocast(self.device, self.autocast):
                     out = step_objective(self.model, batch, hyper)
                 _check_output(out)
-                self.optimizer.zero_grad(set_to_none=True)
-                out.loss.backward()
+                if not out.gradients_done:
+                    out.loss.backward()
                 if self.distributed is not None:
                     out = self.distributed.average(out, self._params)
                 record = self._record(out)
@@ -500,6 +535,7 @@ class Trainer:
                     save(progress)
                     stop.exit()
             self._check_finite(window, epoch)
+            self.optimizer.end_epoch()
             row: dict[str, Any] = {"epoch": epoch, "stage": stage.name, "step": self.step}
             row.update({f"train/{k}": v for k, v in progress.totals.means().items()})
             if val is not None:
@@ -651,17 +687,13 @@ class _Progress:
         return cls(batches, totals, int(state["skipped"]), float(state["seconds"]))
 
 
-def _optimizer_class(optimizer: str | type[Optimizer]) -> type[Optimizer]:
-    if isinstance(optimizer, type) and issubclass(optimizer, Optimizer):
-        return optimizer
-    known = {
-        name.lower(): cls
-        for name, cls in vars(torch.optim).items()
-        if isinstance(cls, type) and issubclass(cls, Optimizer) and cls is not Optimizer
-    }
-    if not isinstance(optimizer, str) or optimizer.lower() not in known:
-        raise ValueError(f"unknown optimizer {optimizer!r}; give a torch.optim class or one of {sorted(known)}")
-    return known[optimizer.lower()]
+def as_objective(objective: Objective | pyro.infer.ELBO) -> Objective:
+    """A ``pyro.infer.ELBO`` as an :class:`ELBOObjective` on the model's own programs; an objective as it is."""
+    if isinstance(objective, pyro.infer.ELBO):
+        return ELBOObjective(objective)
+    if not callable(objective):
+        raise TypeError(f"objective must be a pyro.infer.ELBO or objective(model, batch, hyper), got {objective!r}")
+    return objective
 
 
 def _check_beta(schedules: Mapping[str, Schedule]) -> None:
