@@ -4,14 +4,17 @@ Every sampler's output becomes an ``arviz.InferenceData`` built with ``az.from_d
 (draws by chain) and a ``sample_stats`` group with ArviZ's names (``diverging``, ``step_size``, ``tree_depth``
 or ``n_steps``, ``energy``, ``acceptance_rate``, ``lp``), so ``az.summary`` (r̂, ESS), ``az.plot_trace``,
 ``az.plot_energy`` and ``az.plot_rank`` work on it. Guide draws and the PSIS k̂ of a guide against a subset
-target become InferenceData too; ``save``/``load`` go through netCDF.
+target become InferenceData too; ``save`` (atomic) and ``load`` go through netCDF.
 
 ArviZ 0.23 emits a FutureWarning about its 1.0 refactor when imported; pyromm silences it inside its own
-functions only (``warnings.catch_warnings``) and uses only APIs that the refactor keeps.
+functions only (``warnings.catch_warnings``) and uses only APIs that the refactor keeps, but for ArviZ's PSIS
+(``psislw``), which the refactor moves: ``_psislw`` is its only call site and names its new home.
 """
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -188,10 +191,23 @@ def psis_khat(
 
 
 def save(idata, path: str | Path) -> Path:
-    """Write InferenceData to a netCDF file; returns the path."""
+    """Write InferenceData to a netCDF file atomically (a temporary file beside it, fsync, rename); returns the path.
+
+    Readers see the old file or the complete new one; on error the temporary file is removed.
+    """
     path = Path(path)
-    with _arviz():
-        idata.to_netcdf(str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with _arviz():
+            idata.to_netcdf(tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
 
 
