@@ -4,14 +4,17 @@ Every sampler's output becomes an ``arviz.InferenceData`` built with ``az.from_d
 (draws by chain) and a ``sample_stats`` group with ArviZ's names (``diverging``, ``step_size``, ``tree_depth``
 or ``n_steps``, ``energy``, ``acceptance_rate``, ``lp``), so ``az.summary`` (r̂, ESS), ``az.plot_trace``,
 ``az.plot_energy`` and ``az.plot_rank`` work on it. Guide draws and the PSIS k̂ of a guide against a subset
-target become InferenceData too; ``save``/``load`` go through netCDF.
+target become InferenceData too; ``save`` (atomic) and ``load`` go through netCDF.
 
 ArviZ 0.23 emits a FutureWarning about its 1.0 refactor when imported; pyromm silences it inside its own
-functions only (``warnings.catch_warnings``) and uses only APIs that the refactor keeps.
+functions only (``warnings.catch_warnings``) and uses only APIs that the refactor keeps, but for ArviZ's PSIS
+(``psislw``), which the refactor moves: ``_psislw`` is its only call site and names its new home.
 """
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -127,59 +130,38 @@ def guide_to_inference_data(draws: ArrayLike | Mapping[str, ArrayLike], chains: 
     return mcmc_to_inference_data(draws, dims=dims)
 
 
-def _fit_generalized_pareto(x: np.ndarray) -> tuple[float, float]:
-    r"""Shape k and scale σ of a generalised Pareto fit to exceedances x > 0 (ascending).
+def _psislw(log_weights: np.ndarray, r_eff: float) -> tuple[np.ndarray, np.ndarray]:
+    """ArviZ's PSIS along the last axis: smoothed, normalised log weights and k̂ per leading index.
 
-    Zhang & Stephens (2009): on a grid of m = 30 + ⌊√n⌋ values of θ = −k/σ, k(θ) = mean log(1 − θx) and the
-    profile log-likelihood ℓ(θ) = n(log(−θ/k(θ)) − k(θ) − 1); θ̂ is the mean of θ weighted by exp ℓ,
-    k̂ = mean log(1 − θ̂x), σ̂ = −k̂/θ̂; then the weakly informative prior of Vehtari et al. (2024),
-    k̂ ← (n k̂ + 5)/(n + 10).
+    The one call of ArviZ's PSIS in pyromm. ArviZ 1.0 moves it to ``arviz_stats.base.array_stats.psislw``,
+    which takes the negated log weights (it smooths −log-likelihoods) and names the efficiency ``r_eff``.
     """
-    n = len(x)
-    grid_size = 30 + int(math.sqrt(n))
-    theta = 1 - np.sqrt(grid_size / (np.arange(1, grid_size + 1) - 0.5))
-    theta = theta / (3 * x[int(n / 4 + 0.5) - 1]) + 1 / x[-1]
-    k = np.log1p(-theta[:, None] * x).mean(axis=1)
-    profile = n * (np.log(-theta / k) - k - 1)
-    weights = 1 / np.exp(profile - profile[:, None]).sum(axis=1)
-    kept = weights >= 10 * np.finfo(float).eps
-    weights = weights[kept] / weights[kept].sum()
-    theta_hat = float(np.sum(theta[kept] * weights))
-    k_hat = float(np.log1p(-theta_hat * x).mean())
-    return (n * k_hat + 5.0) / (n + 10.0), -k_hat / theta_hat
+    with _arviz() as az:
+        smoothed, khat = az.psislw(log_weights, reff=r_eff)
+    return np.asarray(smoothed), np.asarray(khat, dtype=float)
 
 
-def _pareto_quantile(p: np.ndarray, k: float, sigma: float) -> np.ndarray:
-    """Quantiles σ((1 − p)^{−k} − 1)/k of the generalised Pareto distribution (−σ log(1 − p) at k = 0)."""
-    if abs(k) < 1e-15:
-        return -sigma * np.log1p(-p)
-    return sigma * np.expm1(-k * np.log1p(-p)) / k
+def _pareto_smooth_rows(log_weights: np.ndarray, r_eff: float) -> tuple[np.ndarray, np.ndarray]:
+    """``pareto_smooth`` of each row of ``(B, S)`` log weights; rows of constant weights give k̂ = −inf."""
+    lw = np.asarray(log_weights, dtype=float)
+    constant = np.ptp(lw, axis=-1) <= 1e-9
+    smoothed = np.full(lw.shape, -math.log(lw.shape[-1]))
+    khat = np.full(lw.shape[:-1], -math.inf)
+    if not constant.all():
+        smoothed[~constant], khat[~constant] = _psislw(lw[~constant], r_eff)
+    return smoothed, khat
 
 
-def pareto_smooth(log_weights: np.ndarray, r_eff: float = 1.0) -> tuple[np.ndarray, float]:
+def pareto_smooth(log_weights: ArrayLike, r_eff: float = 1.0) -> tuple[np.ndarray, float]:
     r"""Pareto-smoothed, normalised log importance weights of S draws and the tail shape k̂ (Vehtari et al. 2024).
 
-    The M = ⌈min(S/5, 3√(S/r_eff))⌉ largest weights are replaced by the quantiles of a generalised Pareto fit
-    to their exceedances over the next largest weight, truncated at the largest raw weight. k̂ = inf when at
-    most 4 weights exceed that cutoff (as ArviZ); constant weights (relative spread ≤ 1e-9, a guide proportional to the
-    target) give k̂ = −inf and uniform weights.
+    ArviZ's ``psislw``: the M = ⌈min(S/5, 3√(S/r_eff))⌉ largest weights are replaced by the quantiles of a
+    generalised Pareto fit to their exceedances over the next largest weight, truncated at the largest raw
+    weight. k̂ = inf when at most 4 weights exceed that cutoff. Constant weights (spread ≤ 1e-9: a guide
+    proportional to the target, where ArviZ would report k̂ = inf) give k̂ = −inf and uniform weights.
     """
-    lw = np.asarray(log_weights, dtype=float)
-    lw = lw - lw.max()
-    size = lw.shape[0]
-    if lw.min() >= -1e-9:
-        return np.full(size, -math.log(size)), -math.inf
-    tail_len = int(math.ceil(min(0.2 * size, 3 * math.sqrt(size / r_eff))))
-    order = np.argsort(lw)
-    cutoff = max(lw[order[-tail_len - 1]], math.log(np.finfo(float).tiny))
-    tail = order[lw[order] > cutoff]
-    k = math.inf
-    if len(tail) > 4:
-        k, sigma = _fit_generalized_pareto(np.exp(lw[tail]) - math.exp(cutoff))
-        if math.isfinite(k):
-            probs = (np.arange(len(tail)) + 0.5) / len(tail)
-            lw[tail] = np.minimum(np.log(_pareto_quantile(probs, k, sigma) + math.exp(cutoff)), 0.0)
-    return lw - np.logaddexp.reduce(lw), k
+    smoothed, khat = _pareto_smooth_rows(_numpy(log_weights)[None], r_eff)
+    return smoothed[0], float(khat[0])
 
 
 def psis_khat(
@@ -195,12 +177,9 @@ def psis_khat(
     values in the attribute ``pareto_k``.
     """
     raw = _numpy(log_target).astype(float) - _numpy(log_guide).astype(float)
-    columns = raw.reshape(raw.shape[0], -1)
-    smoothed, khat = np.empty_like(columns), np.empty(columns.shape[1])
-    for j in range(columns.shape[1]):
-        smoothed[:, j], khat[j] = pareto_smooth(columns[:, j], r_eff)
+    smoothed, khat = _pareto_smooth_rows(raw.reshape(raw.shape[0], -1).T, r_eff)
     khat = khat.reshape(raw.shape[1:])
-    stats = {"log_weight": raw[None], "psis_log_weight": smoothed.reshape(raw.shape)[None]}
+    stats = {"log_weight": raw[None], "psis_log_weight": smoothed.T.reshape(raw.shape)[None]}
     batched = raw.ndim == 2
     dims = {name: ["target"] for name in stats} if batched else {}
     attrs = {"pareto_k": khat.ravel().tolist()}
@@ -212,10 +191,23 @@ def psis_khat(
 
 
 def save(idata, path: str | Path) -> Path:
-    """Write InferenceData to a netCDF file; returns the path."""
+    """Write InferenceData to a netCDF file atomically (a temporary file beside it, fsync, rename); returns the path.
+
+    Readers see the old file or the complete new one; on error the temporary file is removed.
+    """
     path = Path(path)
-    with _arviz():
-        idata.to_netcdf(str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with _arviz():
+            idata.to_netcdf(tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
 
 

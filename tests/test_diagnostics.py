@@ -166,3 +166,22 @@ def test_no_arviz_future_warning_escapes_pyromm(runs, recwarn, tmp_path):
     assert not [w for w in recwarn if issubclass(w.category, FutureWarning)]
     with pytest.warns(FutureWarning, match="refactor"):  # silenced there only, never globally
         arviz_future_warning()
+
+
+class FailingWrite:
+    """InferenceData stand-in whose netCDF write fails half-way (after creating the file)."""
+
+    def to_netcdf(self, path):
+        with open(path, "wb") as handle:
+            handle.write(b"partial")
+        raise OSError("disk full")
+
+
+def test_save_is_atomic(runs, tmp_path):
+    path = tmp_path / "nested" / "runs.nc"
+    dg.save(dg.from_batched_hmc(runs["draws"], runs["stats"]), path)
+    before = path.read_bytes()
+    with pytest.raises(OSError, match="disk full"):
+        dg.save(FailingWrite(), path)
+    assert path.read_bytes() == before  # the complete old file, never a partial one
+    assert [p.name for p in path.parent.iterdir()] == ["runs.nc"]  # no temporary file left behind

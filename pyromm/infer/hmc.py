@@ -1,10 +1,11 @@
 r"""Samplers for subset posteriors: a batched HMC over many targets, Pyro's NUTS/HMC, and the JNF reference.
 
 * ``batched_hmc``: every chain of every target in one tensor program (CPU or GPU), with per-target step-size
-  (dual averaging) and diagonal mass adaptation; the path for tens of thousands of subset posteriors.
+  (Pyro's ``DualAveraging`` on a tensor of log step sizes) and diagonal mass adaptation (Pyro's
+  ``WelfordCovariance`` on per-target draws); the path for tens of thousands of subset posteriors.
 * ``nuts_subset_posterior``: Pyro's NUTS (or HMC) on one target, several chains, full adaptation and per-draw
   statistics; the path users inspect (``PyroMCMCResult.to_inference_data``).
-* ``reference_hmc``: MultiVae's JNF sampler as ALGORITHMS.md §3.4 describes it, for the benchmark.
+* ``reference_hmc``: MultiVae's JNF subset sampler (docs/objectives.md), for the benchmark.
 
 All use the Hamiltonian H(z, p) = −log π(z) + ½ pᵀ M⁻¹ p with momentum p ~ N(0, M) and leapfrog steps
 p ← p + (ε/2)∇log π(z), z ← z + ε M⁻¹ p, p ← p + (ε/2)∇log π(z); a proposal is accepted with probability
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 
 import torch
 from pyro.infer.mcmc import HMC, MCMC, NUTS
+from pyro.ops.dual_averaging import DualAveraging
+from pyro.ops.welford import WelfordCovariance
 from torch import Tensor
 
 from pyromm.infer.subset_posterior import LogDensity, SubsetTarget, seeded
@@ -84,56 +87,22 @@ def adaptation_windows(num_warmup: int) -> list[tuple[int, int]]:
         start, size = end, 2 * size
 
 
-class _DualAveraging:
-    r"""Nesterov dual averaging of log ε per target (Hoffman & Gelman 2014, §3.2), vectorised over targets.
+def _step_size_averaging(step_size: Tensor) -> DualAveraging:
+    r"""Pyro's dual averaging of log ε, one scheme per target (its arithmetic is elementwise on tensors).
 
-    H̄_t = (1 − 1/(t + t₀)) H̄_{t−1} + (δ − a_t)/(t + t₀);  log ε_t = μ − √t H̄_t / γ;
+    Fed g_t = δ − ā_t (target minus mean acceptance over the chains of each target):
+    H̄_t = (1 − 1/(t + t₀)) H̄_{t−1} + g_t/(t + t₀);  log ε_t = μ − √t H̄_t / γ;
     log ε̄_t = t^{−κ} log ε_t + (1 − t^{−κ}) log ε̄_{t−1};  γ = 0.05, t₀ = 10, κ = 0.75, and μ = log ε₀ (the
-    paper's μ = log 10ε₀ leaves ε̄ several times too large, hence divergent, after a short adaptation phase).
+    paper's μ = log 10ε₀, Pyro's choice in its own kernels, leaves ε̄ several times too large, hence divergent,
+    after a short adaptation phase).
     """
-
-    def __init__(self, step_size: Tensor, target_accept: float) -> None:
-        self.target_accept = target_accept
-        self.restart(step_size)
-
-    def restart(self, step_size: Tensor) -> None:
-        self.mu = torch.log(step_size)
-        self.h_bar = torch.zeros_like(step_size)
-        self.log_eps_bar = torch.zeros_like(step_size)
-        self.t = 0
-
-    def update(self, accept_prob: Tensor) -> Tensor:
-        """Feed the mean acceptance probability per target; returns the next step size per target."""
-        self.t += 1
-        eta = 1.0 / (self.t + 10)
-        self.h_bar = (1 - eta) * self.h_bar + eta * (self.target_accept - accept_prob)
-        log_eps = self.mu - math.sqrt(self.t) / 0.05 * self.h_bar
-        weight = self.t**-0.75
-        self.log_eps_bar = weight * log_eps + (1 - weight) * self.log_eps_bar
-        return log_eps.exp()
-
-    @property
-    def final(self) -> Tensor:
-        return self.log_eps_bar.exp()
+    return DualAveraging(prox_center=torch.log(step_size))
 
 
-class _WindowVariance:
-    """Variance per target of the draws of a window pooled over chains (sums shifted by the first draws' mean)."""
-
-    def __init__(self, z: Tensor) -> None:
-        self.shift, self.s1, self.s2, self.n = z.mean(0), 0.0, 0.0, 0
-
-    def add(self, z: Tensor) -> None:
-        centred = z - self.shift
-        self.s1 = self.s1 + centred.sum(0)
-        self.s2 = self.s2 + (centred * centred).sum(0)
-        self.n += z.shape[0]
-
-    def inverse_mass(self) -> Tensor:
-        """Stan's regularised estimate n/(n+5)·Var + 10⁻³·5/(n+5) of the diagonal inverse mass."""
-        n = self.n
-        variance = (self.s2 - self.s1 * self.s1 / n) / (n - 1)
-        return n / (n + 5.0) * variance + 1e-3 * 5.0 / (n + 5.0)
+def _pooled_variance(window: WelfordCovariance, z: Tensor) -> None:
+    """Feed each chain's state ``z[c] (B, D)`` to a diagonal ``WelfordCovariance``: the draws are pooled over chains."""
+    for chain_state in z:
+        window.update(chain_state)
 
 
 def batched_hmc(
@@ -155,10 +124,11 @@ def batched_hmc(
     p ~ N(0, M), runs ``num_leapfrog`` leapfrog steps of size ε_b·u (u ~ U(1 − jitter, 1 + jitter) per chain
     and target, which breaks the periodicity of fixed-length trajectories) and applies the Metropolis
     correction. Warm-up (``num_warmup`` iterations, discarded): ε_b starts from a doubling/halving search around
-    ``step_size`` and follows dual averaging towards mean acceptance ``target_accept`` over the chains of target
-    b; with ``mass='diag'`` the inverse mass M⁻¹_b = diag(v_b) is re-estimated at the end of each slow window
-    (``adaptation_windows``) as the regularised variance of the window's draws pooled over chains,
-    v = n/(n+5)·Var + 10⁻³·5/(n+5), and the step size search restarts. ``mass='identity'`` keeps M = I.
+    ``step_size`` and follows dual averaging (``_step_size_averaging``) towards mean acceptance
+    ``target_accept`` over the chains of target b; with ``mass='diag'`` the inverse mass M⁻¹_b = diag(v_b) is
+    re-estimated at the end of each slow window (``adaptation_windows``) as Stan's regularised Welford variance
+    of the window's n draws pooled over chains, v = n/(n+5)·Var + 10⁻³·5/(n+5), and the step size search and
+    the dual averaging restart. ``mass='identity'`` keeps M = I.
 
     Returns the draws and per-draw statistics ``(num_samples, C, B)``: ``accept_prob``, ``step_size`` (the
     jittered ε used), ``energy`` (H after momentum resampling), ``lp`` (log π of the draw), ``diverging``
@@ -220,7 +190,7 @@ def batched_hmc(
     eps = torch.full((num_targets,), float(step_size), **options)
     if adapt_step_size and num_warmup:
         eps = reasonable_step_size(eps)
-    averaging = _DualAveraging(eps, target_accept)
+    averaging = _step_size_averaging(eps)
     window_ends = dict(adaptation_windows(num_warmup)) if mass == "diag" else {}
     window, window_end = None, -1
 
@@ -239,18 +209,19 @@ def batched_hmc(
             stats["diverging"][i] = diverging
             continue
         if adapt_step_size:
-            eps = averaging.update(accept_prob.mean(0))
+            averaging.step(target_accept - accept_prob.mean(0))
+            eps = averaging.get_state()[0].exp()
         if t in window_ends:
-            window, window_end = _WindowVariance(z), window_ends[t]
+            window, window_end = WelfordCovariance(diagonal=True), window_ends[t]
         if window is not None:
-            window.add(z)
+            _pooled_variance(window, z)
             if t == window_end - 1:
-                inv_mass, window = window.inverse_mass(), None
+                inv_mass, window = window.get_covariance(regularize=True), None
                 if adapt_step_size:
                     eps = reasonable_step_size(eps)
-                    averaging.restart(eps)
+                    averaging = _step_size_averaging(eps)
         if t == num_warmup - 1 and adapt_step_size:
-            eps = averaging.final
+            eps = averaging.get_state()[1].exp()
     stats["n_steps"] = torch.full((num_samples, num_chains, num_targets), num_leapfrog, device=init.device)
     _warn_divergences("batched_hmc", stats["diverging"])
     return draws, stats
@@ -426,7 +397,7 @@ def reference_hmc(
     eps: float = 0.01,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    r"""MultiVae's JNF subset sampler (ALGORITHMS.md §3.4): returns the final state of each chain.
+    r"""MultiVae's JNF subset sampler (docs/objectives.md): returns the final state of each chain.
 
     ``init`` ``(..., D)`` holds one chain per row (MultiVae: a draw of a random member's base Gaussian).
     ``mcmc_steps`` times: ρ ~ N(0, I), H₀ = −log π(z) + ½‖ρ‖², ``n_lf`` leapfrog steps of size ``eps`` with
