@@ -25,7 +25,7 @@ from pyromm.data.shapes import load_shapes
 from pyromm.evaluation import evaluate, plot_conditional_grid, plot_latent_scatter, train_modality_classifiers
 import pyro.infer
 
-from pyromm.infer import RateELBO, StratifiedIWAE, jnf_stages, telbo_stages
+from pyromm.infer import ELBOObjective, RateELBO, StratifiedIWAE, jnf_stages, telbo_stages
 from pyromm.models import (
     MVAE,
     MVTCAE,
@@ -219,9 +219,15 @@ def build_jnf(cfg: RunConfig, modalities: list[Modality]) -> JNF:
     return JNF(modalities, cfg.latent_dim, joint_encoder, flows)
 
 
-def build_objective(cfg: RunConfig) -> pyro.infer.ELBO:
-    """The ELBO the model of ``cfg`` trains with on its own programs, or Pyro's ``Trace_ELBO`` (the MC rate) for
-    ``objective='pyro'``. Staged models (TELBO, JNF) name their stages' ELBOs in :func:`build_stages`."""
+def build_objective(cfg: RunConfig) -> ELBOObjective:
+    """The ELBO the model of ``cfg`` trains with on its own programs (or Pyro's ``Trace_ELBO``, the MC rate, for
+    ``objective='pyro'``), as the trainer calls it. Staged models (TELBO, JNF) name their stages' ELBOs in
+    :func:`build_stages`."""
+    return ELBOObjective(build_elbo(cfg))
+
+
+def build_elbo(cfg: RunConfig) -> pyro.infer.ELBO:
+    """The ``pyro.infer.ELBO`` of :func:`build_objective`."""
     if cfg.objective == "pyro":
         return pyro.infer.Trace_ELBO()
     if cfg.model == "mmvae":

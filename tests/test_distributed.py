@@ -9,7 +9,7 @@ import torch.multiprocessing as mp
 
 from pyromm.config import RunConfig
 from pyromm.data import MultimodalDataset, load_digits_multiview
-from pyromm.infer import MultimodalELBO
+from pyromm.infer import ELBOObjective, RateELBO
 from pyromm.infer.objective import ObjectiveOutput
 from pyromm.run import build_model
 from pyromm.train import Trainer
@@ -55,9 +55,9 @@ def worker(rank: int, init_file: str, out: str) -> None:
     parallel = DataParallel.from_process_group()
     out = Path(out)
     states = {"mean_elbo": train(out / "exact", mean_elbo, 2, parallel).model.state_dict()}
-    states["elbo"] = train(out / "straight", MultimodalELBO(), 2, parallel).model.state_dict()
-    train(out / "resumed", MultimodalELBO(), 1, parallel)
-    states["resumed"] = train(out / "resumed", MultimodalELBO(), 2, parallel).model.state_dict()
+    states["elbo"] = train(out / "straight", ELBOObjective(RateELBO()), 2, parallel).model.state_dict()
+    train(out / "resumed", ELBOObjective(RateELBO()), 1, parallel)
+    states["resumed"] = train(out / "resumed", ELBOObjective(RateELBO()), 2, parallel).model.state_dict()
     states["missing_grads"] = average_with_missing_grads(parallel)
     torch.save(states, out / f"rank{rank}.pt")
     dist.destroy_process_group()

@@ -19,7 +19,7 @@ from pyromm.evaluation import (
     training_latents,
 )
 from pyromm.evaluation.latent_samplers import decoder_latents
-from pyromm.infer import MultimodalELBO
+from pyromm.infer import ELBOObjective, RateELBO
 from pyromm.likelihoods import Laplace, Normal
 from pyromm.models import Modality, MultimodalVAE, SharedLatentVAE, mmvm_vae
 from pyromm.nn import MLPDecoder, MLPEncoder
@@ -126,7 +126,7 @@ def test_evaluate_reports_the_sampler_joint_coherence_of_a_small_mmvm_run():
     steps = train.num_batches(128, drop_last=True)
     schedules = {"beta": 1.0, "alpha": Exponential(1.0, 0.0, steps)}
     with tempfile.TemporaryDirectory() as run_dir:
-        trainer = Trainer(model, MultimodalELBO(rate="jensen"), schedules=schedules, epochs=1, batch_size=128,
+        trainer = Trainer(model, ELBOObjective(RateELBO("jensen")), schedules=schedules, epochs=1, batch_size=128,
                           lr=2e-3, seed=0, run_dir=run_dir, progress=False)
         trainer.fit(train)
     classifiers, _ = train_modality_classifiers(train, test, epochs=1, device="cpu", seed=0)

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from pyromm.data import MultimodalDataset
-from pyromm.infer import MultimodalELBO
+from pyromm.infer import ELBOObjective, RateELBO
 from pyromm.likelihoods import Laplace
 from pyromm.models import Modality, mmvm_vae
 from pyromm.nn import MLPDecoder, MLPEncoder
@@ -48,7 +48,7 @@ class PauseAt:
     """The jensen-rate ELBO; training call ``pause_at`` writes control/paused, then waits for control/go."""
 
     def __init__(self):
-        self.calls, self.elbo = 0, MultimodalELBO("jensen")
+        self.calls, self.elbo = 0, ELBOObjective(RateELBO("jensen"))
 
     def __call__(self, model, batch, hyper):
         if model.training:

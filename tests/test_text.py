@@ -16,7 +16,7 @@ from pyromm.data.text import (
     random_offset,
     tokenize,
 )
-from pyromm.infer import MultimodalELBO
+from pyromm.infer import ELBOObjective, RateELBO
 from pyromm.models import MMVMPrior, MultimodalVAE
 from pyromm.nn.text import TextConvDecoder, TextConvEncoder, size_weight, text_modality
 
@@ -101,11 +101,11 @@ def test_text_modality_trains_in_a_model() -> None:
         text_modality("text", 32, 41, 4, channels=(8, 16)),
         text_modality("caption", 32, 20, 4, channels=(8, 16)),
     ]
-    model = MultimodalVAE(modalities, 4, prior=MMVMPrior(0.0))
+    model = MultimodalVAE(modalities, 4, conditional_prior=MMVMPrior(0.0))
     data = MultimodalDataset({"text": torch.randint(0, 41, (6, 32)), "caption": torch.randint(0, 20, (6, 32))})
     batch = data.batch(slice(0, 6))
     model.check_batch(batch)
-    out = MultimodalELBO("jensen")(model, batch, {"beta": 1.0})
+    out = ELBOObjective(RateELBO("jensen"))(model, batch, {"beta": 1.0})
     assert torch.isfinite(out.loss)
     out.loss.backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)

@@ -260,7 +260,7 @@ def test_options_progress_and_pyro_validation(tmp_path, capsys):
         batch_size=16,
     ).fit(dataset(40))
     assert pyro.infer.util.is_validation_enabled()
-    assert not any(flag for flag, _ in seen)
+    assert all(flag for flag, _ in seen), "Pyro validation is on in the steps by default"
     assert [h["alpha"] for _, h in seen] == pytest.approx([Cosine(1.0, 0.0, 5)(t, 1) for t in range(6)])
     assert history[-1]["step"] == 6 and history[-1]["hyper/alpha"] == 0.0
     assert "loss=" in capsys.readouterr().err
@@ -369,3 +369,16 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path):
         path.write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match=r"no readable checkpoint.*epoch-00004\.pt.*epoch-00003\.pt"):
         trainer(toy(), run_dir=run).fit(train)
+
+
+def test_validate_false_turns_pyro_validation_off_in_the_steps_only():
+    seen = []
+
+    def recording(model, batch, hyper):
+        seen.append(pyro.infer.util.is_validation_enabled())
+        return elbo(model, batch, hyper)
+
+    pyro.enable_validation(True)
+    trainer(toy(), recording, epochs=1, batch_size=16, validate=False).fit(dataset(32))
+    assert seen and not any(seen)
+    assert pyro.infer.util.is_validation_enabled()

@@ -23,6 +23,7 @@ from pyro.ops.dual_averaging import DualAveraging
 from pyro.ops.welford import WelfordCovariance
 from torch import Tensor
 
+from pyromm.diagnostics import mcmc_to_inference_data
 from pyromm.infer.subset_posterior import LogDensity, SubsetTarget, seeded
 
 MAX_ENERGY_ERROR = 1000.0
@@ -314,8 +315,6 @@ class PyroMCMCResult:
 
     def to_inference_data(self):
         """ArviZ InferenceData with the posterior draws by chain and the sample statistics."""
-        from pyromm.diagnostics import mcmc_to_inference_data
-
         return mcmc_to_inference_data(self.samples, self.stats)
 
 

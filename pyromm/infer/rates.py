@@ -108,22 +108,27 @@ def _with_component_dim(d: Distribution) -> Distribution:
     """``d``, an Independent Normal or Laplace over the last dimension, with a singleton component dimension
     inserted before its event, so it broadcasts against K mixture components."""
     base = d.base_dist if isinstance(d, dist.Independent) else None
-    if base is None or d.reinterpreted_batch_ndims != 1 or not isinstance(base, (dist.Normal, dist.Laplace)):
+    if base is None or d.reinterpreted_batch_ndims != 1 or _family(base) is None:
         raise RateModeError(
             f"rate='jensen' bounds KL against a mixture for Independent Normal or Laplace distributions over a "
             f"vector, got {_describe(d)}; use rate='mc'"
         )
-    return type(base)(base.loc.unsqueeze(-2), base.scale.unsqueeze(-2), validate_args=False).to_event(1)
+    return _family(base)(base.loc.unsqueeze(-2), base.scale.unsqueeze(-2), validate_args=False).to_event(1)
 
 
 def _weighted(weights: Tensor, kl: Tensor) -> Tensor:
     return torch.where(weights > 0, weights * kl, torch.zeros_like(kl)).sum(-1)
 
 
+def _family(d: Distribution) -> type | None:
+    """Normal or Laplace (torch's or Pyro's, subclasses included) of ``d`` or of its base, else None."""
+    base = getattr(d, "base_dist", d)
+    return next((f for f in (torch.distributions.Normal, torch.distributions.Laplace) if isinstance(base, f)), None)
+
+
 def _check_one_family(q: Distribution, components: Distribution) -> None:
-    family_q = type(getattr(q, "base_dist", q))
-    family_p = type(getattr(components, "base_dist", components))
-    if family_q is not family_p:
+    family_q, family_p = _family(q), _family(components)
+    if family_q is None or family_q is not family_p:
         raise RateModeError(
             f"rate='jensen' needs the posterior and the mixture components in one family, got {_describe(q)} "
             f"against components {_describe(components)}; use rate='mc'"
