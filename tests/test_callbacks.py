@@ -135,6 +135,19 @@ def test_events_arrive_in_order_across_stages():
     assert recorder.events == expected
 
 
+def test_a_stop_can_be_requested_from_on_epoch_end_only():
+    class StopAtStep(Callback):
+        def on_step_end(self, trainer, row):
+            trainer.request_stop("run", "too early")
+
+    with pytest.raises(RuntimeError, match="request_stop was called from on_step_end; call it from on_epoch_end"):
+        trainer(callbacks=[StopAtStep()], log_every_steps=1).fit(dataset())
+    with pytest.raises(RuntimeError, match="outside the callbacks"):
+        trainer().request_stop("run", "no")
+    with pytest.raises(ValueError, match="scope must be one of"):
+        trainer().request_stop("epoch", "no")
+
+
 def test_a_callback_without_the_event_methods_is_refused():
     with pytest.raises(TypeError, match=r"callbacks\[1\] \(object\) has no on_fit_start.*subclass"):
         trainer(callbacks=[Callback(), object()])

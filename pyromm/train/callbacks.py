@@ -6,13 +6,13 @@ A run calls, in this order::
       on_stage_start(trainer, stage)       before the stage's first epoch (not when a resumed run re-enters it)
         on_step_end(trainer, row)          every ``trainer.log_every_steps`` optimizer steps (none when 0)
         on_epoch_end(trainer, row)         after the epoch's validation, before the row is logged and checkpointed
-      on_stage_end(trainer, stage)         after the stage's last epoch (or its early stop) is checkpointed
+      on_stage_end(trainer, stage)         after the stage's last epoch (or its early stop), and its checkpoint
     on_fit_end(trainer)                    also when ``fit`` raises or is stopped by a signal
 
 A step row holds host floats: ``step`` (optimizer steps taken, the logged one included), ``epoch``,
 ``stage``, ``train/loss``, ``train/<term>`` of that step's objective and the ``hyper/<name>`` it used; building it
 costs the one host-device sync of a logged step. An epoch row is the trainer's metrics row; ``on_epoch_end`` may
-add keys to it, and may call ``trainer.request_stop``. ``state_dict()`` (plain JSON-able values or tensors) goes
+add keys to it, and may call ``trainer.request_stop`` (no other event may). ``state_dict()`` (plain JSON-able values or tensors) goes
 into every checkpoint and ``load_state_dict`` gets it back when a run resumes, so a resumed run decides as an
 uninterrupted one would. Every data-parallel rank calls the callbacks; the built-ins write files on rank 0 only.
 """

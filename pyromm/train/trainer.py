@@ -214,6 +214,7 @@ class Trainer:
         self._progress: _Progress | None = None
         self._progress_bar: RunProgress | None = None
         self._stop_request: tuple[str, str] | None = None
+        self._event: str | None = None
         self._best: dict[str, Any] | None = None
         self._stage_ends = [int(e) for e in np.cumsum([s.epochs for s in self.stages])]
 
@@ -227,10 +228,15 @@ class Trainer:
         return self.distributed is None or self.distributed.is_main
 
     def request_stop(self, scope: str, reason: str) -> None:
-        """From ``on_epoch_end``: end the current stage (``"stage"``) or the run (``"run"``) after this epoch;
+        """From ``on_epoch_end`` only: end the current stage (``"stage"``) or the run (``"run"``) after this epoch;
         the epoch's metrics row records ``stop`` (the scope) and ``stop_reason``."""
         if scope not in STOP_SCOPES:
             raise ValueError(f"request_stop scope must be one of {STOP_SCOPES}, got {scope!r}")
+        if self._event != "on_epoch_end":
+            raise RuntimeError(
+                f"request_stop was called from {self._event or 'outside the callbacks'}; call it from on_epoch_end, "
+                "whose decision the checkpoint of that epoch keeps"
+            )
         self._stop_request = (scope, reason)
 
     def config(self) -> dict[str, Any]:
@@ -320,7 +326,6 @@ class Trainer:
                         self.epoch = epoch
                         if self.restore_best:
                             self._track_best(row)
-                        self._stop_request = None
                         self._dispatch("on_epoch_end", row)
                         if self._stop_request is not None:
                             self._stop(row, stage_index)
@@ -350,8 +355,12 @@ class Trainer:
         return history
 
     def _dispatch(self, event: str, *args: Any) -> None:
-        for callback in self.callbacks:
-            getattr(callback, event)(self, *args)
+        self._event = event
+        try:
+            for callback in self.callbacks:
+                getattr(callback, event)(self, *args)
+        finally:
+            self._event = None
 
     def _open_progress_bar(self, train: MultimodalDataset) -> RunProgress:
         """The run's bar: steps taken so far of the steps the remaining epochs add to them."""
