@@ -64,7 +64,7 @@ class ScriptedValidation:
         if model.training:
             return elbo(model, batch, hyper)
         epoch = round(hyper["epoch"])
-        return ObjectiveOutput(torch.tensor(self.script[epoch - 1]) + 0.0 * model.encoder.bias.sum(), {})
+        return ObjectiveOutput(torch.tensor(self.script[epoch - 1]), {})
 
 
 class CrashAfter:

@@ -20,7 +20,7 @@ class RunProgress:
         self.run = run
         self.total_epochs = total_epochs
         self.steps_per_epoch = steps_per_epoch
-        self.bar = tqdm(total=total, initial=done, disable=not enabled, dynamic_ncols=True)
+        self.bar = tqdm(total=total, initial=done, desc=run, disable=not enabled, dynamic_ncols=True)
 
     def describe(self, stage: str, epoch: int) -> str:
         parts = [self.run] if self.run else []
