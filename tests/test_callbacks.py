@@ -239,7 +239,8 @@ def test_a_stopped_stage_hands_over_to_the_next_and_resumes_there(tmp_path):
 
     def run(run_dir, objective, recorder=None):
         callbacks = [EarlyStopping(2)] + ([recorder] if recorder else [])
-        return trainer(objective, stages=stages, run_dir=run_dir, restore_best=True, callbacks=callbacks).fit(train, val)
+        staged = trainer(objective, stages=stages, run_dir=run_dir, restore_best=True, callbacks=callbacks)
+        return staged.fit(train, val)
 
     recorder = Recorder()
     history = run(tmp_path / "ref", ScriptedValidation(script), recorder)
@@ -349,7 +350,8 @@ def test_cli_train_writes_tensorboard_scalars_images_and_step_rows(tmp_path, mon
         assert [e.step for e in images] == [2, 4]
         assert (images[0].height, images[0].width) == (4 * 10 - 2, 4 * 10 - 2)  # data + 3 sources, 4 samples of 8x8
         pixels = np.asarray(Image.open(io.BytesIO(images[-1].encoded_image_string)).convert("L"))
-        first_row = np.concatenate([np.pad(x[0].numpy(), ((0, 0), (0, 2)), constant_values=1.0) for x in shown.data[name]], 1)
+        padded = [np.pad(x[0].numpy(), ((0, 0), (0, 2)), constant_values=1.0) for x in shown.data[name]]
+        first_row = np.concatenate(padded, 1)
         assert np.abs(pixels[:8, :] / 255.0 - first_row[:, :-2]).max() <= 1.5 / 255
         assert (pixels[8:10] == 255).all(), "a white gap between the data row and the first generated row"
 

@@ -12,9 +12,9 @@ A run calls, in this order::
 A step row holds host floats: ``step`` (optimizer steps taken, the logged one included), ``epoch``,
 ``stage``, ``train/loss``, ``train/<term>`` of that step's objective and the ``hyper/<name>`` it used; building it
 costs the one host-device sync of a logged step. An epoch row is the trainer's metrics row; ``on_epoch_end`` may
-add keys to it, and may call ``trainer.request_stop`` (no other event may). ``state_dict()`` (plain JSON-able values or tensors) goes
-into every checkpoint and ``load_state_dict`` gets it back when a run resumes, so a resumed run decides as an
-uninterrupted one would. Every data-parallel rank calls the callbacks; the built-ins write files on rank 0 only.
+add keys to it, and may call ``trainer.request_stop`` (no other event may). ``state_dict()`` (plain JSON-able
+values or tensors) goes into every checkpoint and ``load_state_dict`` gets it back when a run resumes, so a
+resumed run decides as an uninterrupted one would. Every data-parallel rank calls the callbacks; the built-ins write files on rank 0 only.
 """
 from __future__ import annotations
 
@@ -92,7 +92,8 @@ def check_callbacks(callbacks: Iterable[Any]) -> list[TrainerCallback]:
     """The callbacks as a list; raises ``TypeError`` naming a callback that lacks an event or state method."""
     checked = list(callbacks)
     for index, callback in enumerate(checked):
-        missing = [name for name in (*EVENTS, "state_dict", "load_state_dict") if not callable(getattr(callback, name, None))]
+        required = (*EVENTS, "state_dict", "load_state_dict")
+        missing = [name for name in required if not callable(getattr(callback, name, None))]
         if missing:
             raise TypeError(
                 f"callbacks[{index}] ({type(callback).__qualname__}) has no {', '.join(missing)}; subclass "
@@ -224,7 +225,9 @@ def generation_grids(model: Any, samples: MultimodalBatch, device: torch.device)
         return {}
     was_training = model.training
     model.eval()
-    forked = [] if device.type != "cuda" else [device.index if device.index is not None else torch.cuda.current_device()]
+    forked = []
+    if device.type == "cuda":
+        forked = [device.index if device.index is not None else torch.cuda.current_device()]
     try:
         with torch.no_grad(), torch.random.fork_rng(devices=forked):
             batch = samples.to(device)
