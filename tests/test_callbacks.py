@@ -44,6 +44,18 @@ class ToyVAE(nn.Module):
         self.decoders = nn.ModuleDict({m: nn.Linear(2, d) for m, d in DIMS.items()})
 
 
+class FlatVAE(ToyVAE):
+    """``ToyVAE`` with the names of the inference contract, over modalities that are not images."""
+
+    modality_names = list(DIMS)
+
+    def infer(self, batch, subset):
+        raise AssertionError("no generation grid is drawn for flat modalities")
+
+    def decode(self, name, z):
+        raise AssertionError("no generation grid is drawn for flat modalities")
+
+
 def elbo(model, batch, hyper):
     """loss = mean_b [Σ_m -log p(x_m | z) + β KL(q(z | x) || N(0, I))], z ~ q."""
     loc, log_var = model.encoder(torch.cat([batch.data[m] for m in DIMS], -1)).chunk(2, -1)
@@ -309,6 +321,10 @@ def test_tensorboard_needs_the_inference_contract_for_images_and_the_package(tmp
         trainer(run_dir=tmp_path, callbacks=[TensorBoard()]).fit(dataset())
     with pytest.raises(ValueError, match="TensorBoard writes to the run directory"):
         trainer(callbacks=[TensorBoard(images=0)]).fit(dataset())
+    flat = Trainer(FlatVAE(), elbo, epochs=1, batch_size=8, run_dir=tmp_path / "flat", progress=False,
+                   callbacks=[TensorBoard()])
+    with pytest.warns(UserWarning, match=r"event shapes \{'a': \(4,\), 'b': \(3,\)\}: no generation grids"):
+        flat.fit(dataset())
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
     with pytest.raises(ImportError, match=r"pyromm\[tensorboard\]"):
         TensorBoard()

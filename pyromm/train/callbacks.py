@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Protocol, Sequence
 
@@ -201,7 +202,7 @@ class TensorBoard(Callback):
             self.writer.close()
             self.writer = None
 
-    def _pick_samples(self, trainer: Trainer, data: MultimodalDataset) -> MultimodalBatch:
+    def _pick_samples(self, trainer: Trainer, data: MultimodalDataset) -> MultimodalBatch | None:
         model = trainer.model
         lacking = [name for name in ("modality_names", "infer", "decode") if not hasattr(model, name)]
         if lacking:
@@ -209,6 +210,15 @@ class TensorBoard(Callback):
                 f"TensorBoard(images={self.images}) draws generations through the model's inference contract, but "
                 f"{type(model).__qualname__} has no {', '.join(lacking)}; pass images=0 for scalars only"
             )
+        shapes = data.event_shapes
+        if not any(_is_image_shape(shape) for shape in shapes.values()):
+            warnings.warn(
+                f"TensorBoard(images={self.images}) draws image modalities ((C, H, W) with C in 1 or 3, or (H, W)) "
+                f"only, and these modalities have event shapes {shapes}: no generation grids; pass images=0 to "
+                "silence this",
+                stacklevel=2,
+            )
+            return None
         try:
             complete = complete_only(data)
         except ValueError as err:
@@ -220,7 +230,7 @@ def generation_grids(model: Any, samples: MultimodalBatch, device: torch.device)
     """``{"generation/t": (C, H', W') image in [0, 1]}`` for every image modality t of ``samples``: row 1 the data
     x_t, then for each modality s of ``model.modality_names`` E[p(x_t | z)] at z = E[q(z | x_s)], 2-pixel gaps."""
     names = list(model.modality_names)
-    targets = [t for t in names if _is_image(samples.data[t])]
+    targets = [t for t in names if _is_image_shape(tuple(samples.data[t].shape[1:]))]
     if not targets:
         return {}
     was_training = model.training
@@ -238,8 +248,7 @@ def generation_grids(model: Any, samples: MultimodalBatch, device: torch.device)
     return {f"generation/{t}": _tile(rows[t]) for t in targets}
 
 
-def _is_image(x: Tensor) -> bool:
-    event = tuple(x.shape[1:])
+def _is_image_shape(event: tuple[int, ...]) -> bool:
     return len(event) == 2 or (len(event) == 3 and event[0] in (1, 3))
 
 
