@@ -149,12 +149,12 @@ class TensorBoard(Callback):
 
     Scalars: every number of each epoch row under its own name (``train/loss``, ``val/loss``, ``hyper/beta``,
     ``epoch``, ...), and of each step row under ``step/<name>``. Images, each epoch: for every image modality t
-    ((C, H, W) with C in 1 or 3, or (H, W)), a grid ``generation/t`` over ``images`` fixed samples that observe
-    every modality (of ``val``, else ``train``): row 1 the data x_t, then one row per source modality s of
-    E[p(x_t | z)] at z = E[``model.infer(x_s, [s])``] (s = t: the reconstruction), through the inference
-    contract of ``docs/architecture.md``; values are clipped to [0, 1]. ``images=0`` draws none. The grids use
-    the model in eval mode without gradients, on a forked RNG, so they leave training unchanged. A resumed
-    run purges the events logged after its checkpoint's step. Needs the ``tensorboard`` package (the
+    ((C, H, W) with C in 1 or 3, or (H, W); a warning when there is none), a grid ``generation/t`` over ``images``
+    fixed samples that observe every modality (of ``val``, else ``train``): row 1 the data x_t, then one row per
+    source modality s of E[p(x_t | z)] at z = E[``model.infer(x_s, [s])``] (s = t: the reconstruction), through
+    the inference contract of ``docs/architecture.md``; values are clipped to [0, 1]. ``images=0`` draws none.
+    The grids use the model in eval mode without gradients, on a forked RNG, so they leave training unchanged.
+    A resumed run purges the events logged after its checkpoint's step. Needs the ``tensorboard`` package (the
     ``pyromm[tensorboard]`` extra).
     """
 
