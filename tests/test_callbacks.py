@@ -18,7 +18,7 @@ from pyromm.cli import main
 from pyromm.config import ConfigError, RunConfig
 from pyromm.data import MultimodalDataset, complete_only
 from pyromm.infer.objective import ObjectiveOutput
-from pyromm.run import build_callbacks, load_data, split_validation
+from pyromm.run import build_callbacks, load_data, split_validation, train
 from pyromm.train import (
     Callback,
     EarlyStopping,
@@ -391,3 +391,14 @@ def test_a_step_log_given_by_the_user_is_not_doubled(tmp_path):
     run.fit(dataset())
     assert [r["step"] for r in read_jsonl(tmp_path / "elsewhere.jsonl")] == [5]
     assert not (tmp_path / "run" / "steps.jsonl").exists()
+
+
+def test_tensorboard_grids_leave_training_unchanged(tmp_path, restore_torch_threads):
+    torch.set_num_threads(1)
+    cfg = RunConfig(epochs=2, hidden=[16], train_limit=200, batch_size=64, val_fraction=0.1, log_every_steps=1)
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    _, plain, _, _ = train(cfg, tmp_path / "plain", progress=False)
+    _, watched, _, _ = train(cfg.replace(tensorboard=True), tmp_path / "watched", progress=False)
+    assert drop(watched) == drop(plain)
+    assert read_jsonl(tmp_path / "watched" / "steps.jsonl") == read_jsonl(tmp_path / "plain" / "steps.jsonl")
+    assert len(tensorboard_events(tmp_path / "watched" / "tensorboard").Images("generation/m0")) == 2
