@@ -55,6 +55,7 @@ class RunConfig:
     flow_context: bool = False
     val_fraction: float = 0.0
     restore_best: bool = False
+    early_stopping_patience: int | None = None
     beta: float = 1.0
     latent_dim: int = 16
     network: str = "mlp"
@@ -73,6 +74,8 @@ class RunConfig:
     compile: bool = False
     autocast: str | None = None
     flush_denormals: bool = True
+    tensorboard: bool = False
+    log_every_steps: int = 0
     classifier_epochs: int = 5
     classifier_train_limit: int | None = None
     eval_num_train: int = 10000
@@ -161,6 +164,12 @@ class RunConfig:
             raise ConfigError(f"val_fraction must lie in [0, 1), got {self.val_fraction}")
         if self.restore_best and self.val_fraction == 0.0:
             raise ConfigError("restore_best needs a validation split: set val_fraction > 0")
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
+            raise ConfigError(f"early_stopping_patience must be >= 1 or null, got {self.early_stopping_patience}")
+        if self.early_stopping_patience is not None and self.val_fraction == 0.0:
+            raise ConfigError("early_stopping_patience needs a validation split: set val_fraction > 0")
+        if self.log_every_steps < 0:
+            raise ConfigError(f"log_every_steps must be >= 0 (0: no per-step log), got {self.log_every_steps}")
         if self.num_random_subsets < 0:
             raise ConfigError(f"num_random_subsets must be >= 0, got {self.num_random_subsets}")
         for name in ("latent_dim", "epochs", "batch_size", "checkpoint_every", "eval_num_train", "projection_dim",

@@ -55,6 +55,7 @@ from pyromm.nn import (
 from pyromm.nn.spike import spike_decoder, spike_encoder
 from pyromm.infer.stages import Stage
 from pyromm.train import CheckpointDir, EpochWarmup, Linear, Trainer, schedule_from_config
+from pyromm.train.callbacks import EarlyStopping, TensorBoard, TrainerCallback
 from pyromm.train.checkpoint import load_model_state
 from pyromm.train.distributed import data_parallel_from_env, is_main_process
 
@@ -266,8 +267,19 @@ def build_stages(cfg: RunConfig, model) -> list[Stage] | None:
     return telbo_stages(model, cfg.epochs - second, second)
 
 
+def build_callbacks(cfg: RunConfig) -> list[TrainerCallback]:
+    """TensorBoard event files in ``run_dir/tensorboard`` (``tensorboard``) and early stopping on the validation
+    loss of each stage (``early_stopping_patience``); ``log_every_steps`` is the trainer's own."""
+    callbacks: list[TrainerCallback] = []
+    if cfg.tensorboard:
+        callbacks.append(TensorBoard())
+    if cfg.early_stopping_patience is not None:
+        callbacks.append(EarlyStopping(cfg.early_stopping_patience))
+    return callbacks
+
+
 def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, resume: bool = True):
-    """Train the model of ``cfg`` in ``run_dir``; returns (model, history, train, test).
+    """Train the model of ``cfg`` in ``run_dir`` with :func:`build_callbacks`; returns (model, history, train, test).
 
     With ``val_fraction`` > 0 that part of the training split is held out for the per-epoch validation loss
     (and ``restore_best``); the returned train set is the rest. Launched by ``torchrun`` (``WORLD_SIZE`` > 1), it
@@ -298,6 +310,8 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, resume:
         flush_denormals=cfg.flush_denormals,
         config={"run": cfg.to_dict()},
         distributed=distributed,
+        callbacks=build_callbacks(cfg),
+        log_every_steps=cfg.log_every_steps,
     )
     history = trainer.fit(train_set, val_set)
     return model, history, train_set, test_set

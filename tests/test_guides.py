@@ -66,9 +66,29 @@ def _check_inspect_subset_posteriors(ns: dict) -> None:
     assert not Path(ns["OUT"]).exists(), "the guide should remove its output directory"
 
 
+def _check_tracking(ns: dict) -> None:
+    history, steps = ns["history"], ns["steps"]
+    assert [row["step"] for row in steps] == list(range(3, history[-1]["step"] + 1, 3))
+    stopped = [row["epoch"] for row in history if "stop" in row]
+    assert stopped in ([], [history[-1]["epoch"]]), "early stopping ends the run at the row that records it"
+    assert len(history) == (4 if not stopped else stopped[0])
+    assert [step for step, _ in ns["val_curve"]] == [row["step"] for row in history]
+    assert ns["events"].Tags()["images"] and sorted(ns["events"].Tags()["images"]) == [
+        f"generation/{m}" for m in ns["train"].modalities
+    ]
+    tracker, tracked = ns["tracker"], ns["tracked_history"]
+    assert tracker.runs == ["tracked"] and tracker.ended == 1 and tracker.params["epochs"] == 3
+    epochs = [(step, m["val/loss"]) for step, m in tracker.metrics if "val/loss" in m]
+    assert epochs == [(row["step"], row["val/loss"]) for row in tracked]
+    logged_steps = [step for step, m in tracker.metrics if "step/train/loss" in m]
+    assert logged_steps == list(range(4, tracked[-1]["step"] + 1, 4))
+    assert not Path(ns["OUT"]).exists(), "the guide should remove its output directory"
+
+
 CHECKS: dict[str, Callable[[dict], None]] = {
     "custom_prior.md": _check_custom_prior,
     "inspect_subset_posteriors.md": _check_inspect_subset_posteriors,
+    "tracking.md": _check_tracking,
 }
 
 

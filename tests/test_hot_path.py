@@ -155,10 +155,13 @@ def test_no_sync_in_a_training_step_on_incomplete_data(digits, name):
     assert syncs_in_step(model, build_objective(cfg), list(model.parameters()), batch) == {}
 
 
-def syncs_in_fit(cfg: RunConfig, data) -> Counter[str]:
+def syncs_in_fit(cfg: RunConfig, data, **trainer_options) -> Counter[str]:
     """The syncs of one epoch of ``fit`` (SGD: its update reads no counter)."""
     model = build_model(cfg, data.event_shapes)
-    trainer = Trainer(model, build_objective(cfg), optimizer="sgd", batch_size=cfg.batch_size, epochs=1, progress=False)
+    trainer = Trainer(
+        model, build_objective(cfg), optimizer="sgd", batch_size=cfg.batch_size, epochs=1, progress=False,
+        **trainer_options,
+    )
     counter = SyncCounter()
     with counter.counting():
         trainer.fit(data)
@@ -174,3 +177,16 @@ def test_trainer_syncs_per_window_not_per_step(digits):
     finally:
         Trainer.sync_every = default
     assert long == short
+
+
+def test_step_logging_syncs_once_per_logged_step_only(digits, tmp_path):
+    """Logging every 2nd step: an epoch of 4 steps logs one more step than one of 2, at the cost of one sync."""
+    Trainer.sync_every, default = 10**6, Trainer.sync_every
+    try:
+        cfg = RunConfig(**{**TINY, **OBJECTIVES["mopoe"]})
+        options = dict(log_every_steps=2, run_dir=tmp_path / "run", resume=False)
+        short, long = (syncs_in_fit(cfg, digits.subset(slice(0, n)), **options) for n in (32, 64))
+    finally:
+        Trainer.sync_every = default
+    assert long - short == Counter({"tolist": 1})
+    assert not short - long

@@ -1,4 +1,5 @@
-"""Training: schedules, checkpoints, metrics logs and the (multi-stage) trainer."""
+"""Training: schedules, checkpoints, metrics logs, callbacks and the (multi-stage) trainer."""
+from pyromm.train.callbacks import Callback, EarlyStopping, StepLog, TensorBoard, TrainerCallback
 from pyromm.train.checkpoint import (
     CheckpointDir,
     CheckpointError,
@@ -7,7 +8,7 @@ from pyromm.train.checkpoint import (
     model_signature,
     save_checkpoint,
 )
-from pyromm.train.logging import MetricsLog
+from pyromm.train.logging import MetricsLog, read_jsonl
 from pyromm.train.schedules import (
     Constant,
     Cosine,
@@ -21,6 +22,12 @@ from pyromm.train.schedules import (
 from pyromm.train.trainer import Stage, Trainer
 
 __all__ = [
+    "Callback",
+    "EarlyStopping",
+    "StepLog",
+    "TensorBoard",
+    "TrainerCallback",
+    "read_jsonl",
     "CheckpointDir",
     "CheckpointError",
     "CheckpointMismatchError",

@@ -1,4 +1,4 @@
-"""Per-epoch metrics of a run, kept as ``metrics.jsonl`` (source of truth) and ``metrics.csv``."""
+"""Per-epoch metrics of a run, kept as ``metrics.jsonl`` (source of truth) and ``metrics.csv``; JSON-lines reading."""
 from __future__ import annotations
 
 import csv
@@ -25,18 +25,7 @@ class MetricsLog:
 
     def read(self) -> list[dict[str, Any]]:
         """Every logged row; a partial last line (a crash mid-write) is ignored."""
-        if not self.jsonl_path.exists():
-            return []
-        lines = [line for line in self.jsonl_path.read_text().splitlines() if line.strip()]
-        rows = []
-        for i, line in enumerate(lines):
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                if i == len(lines) - 1:
-                    break
-                raise ValueError(f"{self.jsonl_path} line {i + 1} is not valid JSON") from None
-        return rows
+        return read_jsonl(self.jsonl_path)
 
     def append(self, row: Mapping[str, Any]) -> None:
         """Add one epoch's row to both files."""
@@ -74,3 +63,21 @@ class MetricsLog:
                 writer = csv.DictWriter(handle, header, restval="")
                 writer.writeheader()
                 writer.writerows(rows)
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The JSON rows of a JSON-lines file ([] when it does not exist); a partial last line (a crash mid-write)
+    is ignored, an invalid line before it raises ``ValueError`` naming the file and line."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:
+                break
+            raise ValueError(f"{path} line {i + 1} is not valid JSON") from None
+    return rows

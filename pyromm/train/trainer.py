@@ -26,6 +26,13 @@ every global batch of ``batch_size`` samples and the gradients are averaged over
 Only rank 0 writes ``config.json``, metrics and checkpoints; the other ranks resume from the checkpoint rank 0
 loads. Stop signals are not caught (ranks could see them at different steps): a stopped run resumes from its
 last epoch checkpoint.
+
+``callbacks`` (``pyromm.train.callbacks``) hear the run's stage, epoch and step events; step events come every
+``log_every_steps`` optimizer steps, each at the cost of one host sync, and with a ``run_dir`` go to
+``steps.jsonl``. A callback may end the stage or the run after an epoch (``request_stop``, e.g. early stopping):
+a stopped stage's remaining epochs are skipped, the epoch numbers of later stages stay as planned, and the
+checkpoint of the stopping epoch counts as the end of the stage, so a resumed run goes on where the stopped one
+would. One progress bar per run counts its optimizer steps and names the run directory, the stage and the epoch.
 """
 from __future__ import annotations
 
@@ -47,7 +54,6 @@ from torch import Tensor, nn
 from torch.distributions import transform_to
 from pyro.optim import PyroOptim
 from torch.optim import Optimizer
-from tqdm.auto import tqdm
 
 from pyromm.data.dataset import MultimodalDataset
 from pyromm.infer.objective import ELBOObjective, Objective, ObjectiveOutput
@@ -63,10 +69,12 @@ from pyromm.train.checkpoint import (
 )
 from pyromm.train.distributed import DataParallel
 from pyromm.train.acceleration import CompiledObjective, autocast, check_autocast, flushing_denormals
+from pyromm.train.callbacks import STOP_SCOPES, StepLog, TrainerCallback, check_callbacks, state_keys
 from pyromm.train.logging import MetricsLog
 from pyromm.train.optimizers import PyroStageOptimizer, StageOptimizer, TorchStageOptimizer, optimizer_class
 from pyromm.train.program_params import load_user_params, program_params, user_param_state
 from pyromm.train.placement import batch_to, resident
+from pyromm.train.progress import RunProgress
 from pyromm.train.schedules import Schedule, as_schedule
 from pyromm.train.signals import StopSignals
 
@@ -111,6 +119,11 @@ class Trainer:
     forward pass under bf16 autocast (``pyromm.train.acceleration``). Pyro validation is off in the loop.
     ``flush_denormals`` (default on) reads float32 values below ~1.2e-38 as zero while training on a CPU,
     where denormal arithmetic is many times slower (``pyromm.train.acceleration.flushing_denormals``).
+
+    ``callbacks`` (:class:`~pyromm.train.callbacks.TrainerCallback`) are called at the events listed in
+    ``pyromm.train.callbacks``; with ``log_every_steps`` = k > 0 every k-th optimizer step is reported to them
+    (one host sync each; steps in between sync nothing more) and, with a ``run_dir``, written to ``steps.jsonl``
+    by a :class:`~pyromm.train.callbacks.StepLog` put first in ``callbacks`` (unless they hold one).
     """
 
     sync_every: int = 20
@@ -145,6 +158,8 @@ class Trainer:
         autocast: str | None = None,
         flush_denormals: bool = True,
         validate: bool = True,
+        callbacks: Iterable[TrainerCallback] = (),
+        log_every_steps: int = 0,
     ) -> None:
         self.model = model
         self.objective = as_objective(objective)
@@ -183,6 +198,12 @@ class Trainer:
         self._param_state: dict[str, Any] | None = None
         self._user_params: list[Tensor] = []
         self._probe: tuple[Any, dict[str, float]] | None = None
+        if isinstance(log_every_steps, bool) or not isinstance(log_every_steps, int) or log_every_steps < 0:
+            raise ValueError(f"log_every_steps must be an integer >= 0 (0: no step events), got {log_every_steps!r}")
+        self.log_every_steps = log_every_steps
+        self.callbacks = check_callbacks(callbacks)
+        if log_every_steps and self.run_dir is not None and not any(isinstance(c, StepLog) for c in self.callbacks):
+            self.callbacks.insert(0, StepLog())
         self._compiled: dict[int, CompiledObjective] = {}
         self.user_config = dict(config or {})
         self.generator = torch.Generator()
@@ -193,12 +214,32 @@ class Trainer:
         self._params: list[nn.Parameter] = []
         self._param_names: list[str] = []
         self._progress: _Progress | None = None
+        self._progress_bar: RunProgress | None = None
+        self._stop_request: tuple[str, str] | None = None
+        self._event: str | None = None
         self._best: dict[str, Any] | None = None
         self._stage_ends = [int(e) for e in np.cumsum([s.epochs for s in self.stages])]
 
     @property
     def total_epochs(self) -> int:
         return self._stage_ends[-1]
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes the run's files (always, unless a data-parallel rank other than 0)."""
+        return self.distributed is None or self.distributed.is_main
+
+    def request_stop(self, scope: str, reason: str) -> None:
+        """From ``on_epoch_end`` only: end the current stage (``"stage"``) or the run (``"run"``) after this epoch;
+        the epoch's metrics row records ``stop`` (the scope) and ``stop_reason``."""
+        if scope not in STOP_SCOPES:
+            raise ValueError(f"request_stop scope must be one of {STOP_SCOPES}, got {scope!r}")
+        if self._event != "on_epoch_end":
+            raise RuntimeError(
+                f"request_stop was called from {self._event or 'outside the callbacks'}; call it from on_epoch_end, "
+                "whose decision the checkpoint of that epoch keeps"
+            )
+        self._stop_request = (scope, reason)
 
     def config(self) -> dict[str, Any]:
         """The trainer's settings as JSON-able values."""
@@ -262,6 +303,7 @@ class Trainer:
         was_training = model.training
         history: list[dict[str, Any]] = []
         log = checkpoints = None
+        started = False
 
         def save(progress: _Progress | None = None) -> None:
             state = self._state(config_json, progress)
@@ -275,24 +317,36 @@ class Trainer:
             ) as self._param_state:
                 if self.run_dir is not None:
                     log, checkpoints, history = self._open_run(config_json, initial)
+                self._progress_bar = self._open_progress_bar(train)
+                started = True
+                self._dispatch("on_fit_start", train, val)
                 with pyro.validation_enabled(self.validate), flushing_denormals(self.device, self.flush_denormals):
-                    for epoch in range(self.epoch + 1, self.total_epochs + 1):
+                    while self.epoch < self.total_epochs:
+                        epoch = self.epoch + 1
                         stage_index = bisect.bisect_left(self._stage_ends, epoch)
                         if self.optimizer is None or stage_index != self.stage_index:
                             self._enter_stage(stage_index, initial)
+                        if epoch - 1 in (0, *self._stage_ends) and self._progress is None:
+                            self._dispatch("on_stage_start", self.stages[stage_index])
                         row = self._run_epoch(epoch, train, val, stop, save)
                         self.epoch = epoch
                         if self.restore_best:
                             self._track_best(row)
-                            if epoch in self._stage_ends and self._best is not None:
-                                row["best_epoch"] = self._load_best()
+                        self._dispatch("on_epoch_end", row)
+                        if self._stop_request is not None:
+                            self._stop(row, stage_index)
+                        stage_over = self.epoch in self._stage_ends
+                        if self.restore_best and stage_over and self._best is not None:
+                            row["best_epoch"] = self._load_best()
                         history.append(row)
                         if log is not None:
                             log.append(row)
                         stopping = stop.signum is not None
-                        scheduled = epoch % self.checkpoint_every == 0 or epoch in self._stage_ends
+                        scheduled = epoch % self.checkpoint_every == 0 or stage_over
                         if self.run_dir is not None and (scheduled or stopping):
                             save()
+                        if stage_over:
+                            self._dispatch("on_stage_end", self.stages[stage_index])
                         if stopping:
                             stop.exit()
         finally:
@@ -300,6 +354,11 @@ class Trainer:
                 param.requires_grad_(flag)
             model.train(was_training)
             self._publish_user_params()
+            if self._progress_bar is not None:
+                self._progress_bar.close()
+                self._progress_bar = None
+            if started:
+                self._dispatch("on_fit_end")
         return history
 
     def _publish_user_params(self) -> None:
@@ -316,6 +375,31 @@ class Trainer:
                 del store[name]
             with torch.no_grad():
                 store.setdefault(name, transform_to(constraint)(value.detach()), constraint)
+
+    def _dispatch(self, event: str, *args: Any) -> None:
+        self._event = event
+        try:
+            for callback in self.callbacks:
+                getattr(callback, event)(self, *args)
+        finally:
+            self._event = None
+
+    def _open_progress_bar(self, train: MultimodalDataset) -> RunProgress:
+        """The run's bar: steps taken so far of the steps the remaining epochs add to them."""
+        per_epoch = train.num_batches(self.batch_size, self.drop_last)
+        done_in_epoch = 0 if self._progress is None else self._progress.batches
+        total = self.step + (self.total_epochs - self.epoch) * per_epoch - done_in_epoch
+        run = None if self.run_dir is None else self.run_dir.name
+        return RunProgress(run, total, self.step, self.total_epochs, per_epoch, self.progress)
+
+    def _stop(self, row: dict[str, Any], stage_index: int) -> None:
+        """Act on a callback's stop request after epoch ``row["epoch"]``: record it in the row and move the epoch
+        counter to the end of the stage or run, so the skipped epochs never run (nor after a resume)."""
+        (scope, reason), self._stop_request = self._stop_request, None
+        row["stop"], row["stop_reason"] = scope, reason
+        end = self._stage_ends[stage_index] if scope == "stage" else self.total_epochs
+        self._progress_bar.skip_epochs(end - self.epoch)
+        self.epoch = end
 
     def _open_run(
         self, config_json: str, initial: list[tuple[nn.Parameter, bool]]
@@ -424,6 +508,7 @@ class Trainer:
             self.distributed.restore_rng_states(state.get("rank_rng"), self.seed, self.step)
         self.generator.set_state(state["generator"].cpu())
         self._best = state.get("best")
+        self._restore_callbacks(state.get("callbacks", {}))
         self._progress = _Progress.from_state(batch, state["progress"], self.device) if batch else None
 
     def _state(self, config_json: str, progress: _Progress | None = None) -> dict[str, Any]:
@@ -444,10 +529,18 @@ class Trainer:
             "batch": 0 if progress is None else progress.batches,
             "progress": None if progress is None else progress.state(),
             "best": self._best,
+            "callbacks": dict(zip(state_keys(self.callbacks), (c.state_dict() for c in self.callbacks))),
         }
         if self.distributed is not None:
             state["rank_rng"] = self.distributed.gather_rng_states()
         return state
+
+    def _restore_callbacks(self, saved: Mapping[str, Any]) -> None:
+        """Give each callback its checkpointed state (matched by :func:`~pyromm.train.callbacks.state_keys`);
+        a callback the checkpoint has no state for starts afresh."""
+        for key, callback in zip(state_keys(self.callbacks), self.callbacks):
+            if saved.get(key):
+                callback.load_state_dict(saved[key])
 
     def _track_best(self, row: Mapping[str, Any]) -> None:
         """Keep a copy of the model's state when the epoch's ``val/loss`` is finite and below the stage's best."""
@@ -490,14 +583,7 @@ class Trainer:
         window: list[_StepRecord] = []
         total = train.num_batches(self.batch_size, self.drop_last)
         batches = train.batches(self.batch_size, shuffle=True, generator=self.generator, drop_last=self.drop_last)
-        bar = tqdm(
-            total=total,
-            initial=progress.batches,
-            desc=f"{stage.name} {epoch}/{self.total_epochs}",
-            disable=not self.progress,
-            dynamic_ncols=True,
-        )
-        with bar:
+        with self._progress_bar.epoch(stage.name, epoch) as bar:
             for batch in islice(batches, progress.batches, None):
                 if self.distributed is not None:
                     batch = self.distributed.shard(batch)
@@ -524,6 +610,8 @@ class Trainer:
                 self.step += 1
                 progress.batches += 1
                 bar.update()
+                if self.log_every_steps and self.step % self.log_every_steps == 0:
+                    self._dispatch("on_step_end", self._step_row(out, hyper, epoch, stage.name))
                 if len(window) == self.sync_every:
                     self._check_finite(window, epoch)
                     window = []
@@ -545,6 +633,16 @@ class Trainer:
                 row["skipped_steps"] = progress.skipped
             row["seconds"] = progress.seconds + time.perf_counter() - start
             bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k in ("train/loss", "val/loss")})
+        return row
+
+    def _step_row(self, out: ObjectiveOutput, hyper: Mapping[str, float], epoch: int, stage: str) -> dict[str, Any]:
+        """The step row of the step just taken (see ``pyromm.train.callbacks``): one host sync reads its loss and
+        terms."""
+        terms = {"loss": out.loss, **out.terms}
+        values = torch.stack([v.detach().reshape(()).double() for v in terms.values()]).tolist()
+        row: dict[str, Any] = {"step": self.step, "epoch": epoch, "stage": stage}
+        row.update({f"train/{k}": v for k, v in zip(terms, values)})
+        row.update({f"hyper/{k}": v for k, v in hyper.items()})
         return row
 
     def _step_objective(self, objective: Objective) -> Objective:
