@@ -181,7 +181,7 @@ def test_training_curves_are_labelled_and_mark_the_best_epoch_and_the_stages():
 def test_training_curves_without_validation_say_so_and_without_loss_are_refused():
     fig = training_curves_figure([{"epoch": 1, "stage": "s", "train/loss": 2.0}])
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-    assert labels == ["training loss", "no validation loss (the run had no validation split)"]
+    assert labels == ["training loss", "no validation loss (the run had no validation split: set val_fraction > 0)"]
     with pytest.raises(ValueError, match="'train/loss'"):
         training_curves_figure([{"epoch": 1, "stage": "s"}])
 

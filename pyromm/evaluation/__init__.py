@@ -1,5 +1,5 @@
 """Evaluation of multimodal VAEs through the inference contract: latent linear probes, coherence,
-reconstruction error and figures."""
+reconstruction error, FID of generated images and figures."""
 from __future__ import annotations
 
 import torch
@@ -13,6 +13,14 @@ from pyromm.evaluation.classifiers import class_labels, classifier_accuracy, tra
 from pyromm.evaluation.coherence import coherence
 from pyromm.evaluation.latent import encoder_means, latent_classification
 from pyromm.evaluation.latent_samplers import fit_latent_sampler, training_latents
+from pyromm.evaluation.fid import (
+    FeatureExtractor,
+    FIDWeightsError,
+    InceptionFeatures,
+    feature_statistics,
+    fid,
+    frechet_distance,
+)
 from pyromm.evaluation.plots import (
     conditional_grid_figure,
     latent_scatter_figure,
@@ -29,6 +37,12 @@ from pyromm.evaluation.plots import (
 from pyromm.evaluation.reconstruction import distribution_mean, reconstruction_error
 
 __all__ = [
+    "FeatureExtractor",
+    "FIDWeightsError",
+    "InceptionFeatures",
+    "feature_statistics",
+    "fid",
+    "frechet_distance",
     "coherence_by_num_inputs",
     "joint_coherence",
     "joint_log_likelihood",

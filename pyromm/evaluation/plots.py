@@ -240,7 +240,7 @@ def training_curves_figure(rows: Sequence[Mapping[str, Any]], *, title: str | No
         ax.plot([best_epoch], [best], marker="*", markersize=12, linestyle="", color="black",
                 label=f"lowest validation loss (epoch {best_epoch})")
     else:
-        ax.plot([], [], linestyle="", label="no validation loss (the run had no validation split)")
+        ax.plot([], [], linestyle="", label="no validation loss (the run had no validation split: set val_fraction > 0)")
     stages = [row.get("stage") for row in rows]
     starts = [k for k in range(len(rows)) if k == 0 or stages[k] != stages[k - 1]]
     for k in starts if len(starts) > 1 else []:
