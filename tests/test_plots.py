@@ -3,6 +3,7 @@ modality, gaps in generation grids, training curves, atomic writes."""
 from __future__ import annotations
 
 import json
+import stat
 
 import matplotlib
 import numpy as np
@@ -10,6 +11,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 from matplotlib.image import AxesImage
+from matplotlib.patches import Rectangle
 from torch import nn
 
 from pyromm import sweep
@@ -81,6 +83,9 @@ def test_tradeoff_says_which_direction_is_better_and_draws_the_chance_line():
     assert np.allclose(chance.get_ydata(), 1 / K) and "1/4 classes" in chance.get_label()
     low, high = ax.get_ylim()
     assert low < 1 / K < high
+    narrow = tradeoff_figure([{**row, "coherence": 0.100 + 0.001 * i} for i, row in enumerate(ROWS)], y="coherence")
+    low, high = narrow.axes[0].get_ylim()
+    assert high - low == pytest.approx(0.2) and low <= 0.1 and high >= 0.105  # a few thousandths stay small
     assert {t.get_text() for t in ax.get_legend().get_texts()} >= {"mmvm", "independent"}
     assert {t.get_text() for t in ax.texts} == {"β=0.25", "β=1", "β=4"}
     assert not [line for line in tradeoff_figure(ROWS).axes[0].get_lines() if line.get_label().startswith("chance")]
@@ -96,6 +101,9 @@ def test_plots_are_written_atomically_without_touching_the_backend(tmp_path):
     path = plot_tradeoff(ROWS, tmp_path / "sub" / "tradeoff.png", num_classes=K)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in path.parent.iterdir()) == ["tradeoff.png"]  # no temporary file left behind
+    plain = tmp_path / "plain.txt"
+    plain.write_text("")
+    assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)  # as open() would, not 0o600
     assert matplotlib.get_backend() == backend
     with pytest.raises(ValueError, match="has no suffix"):
         save_figure(tradeoff_figure(ROWS), tmp_path / "tradeoff")
@@ -143,6 +151,8 @@ def test_generation_grid_has_gaps_row_and_column_labels_and_a_title():
     assert canvas.shape == (8, n * (8 + gap) - gap, 3)
     for k in range(1, n):
         assert np.all(canvas[:, k * (8 + gap) - gap : k * (8 + gap)] == 1.0)  # white gap before image k
+    frames = [p for p in fig.axes[0].patches if isinstance(p, Rectangle)]
+    assert [(f.get_x(), f.get_width()) for f in frames] == [(k * (8 + gap) - 0.5, 8) for k in range(n)]
     first = dataset().data["img"][0, 0].numpy()
     np.testing.assert_allclose(canvas[:, :8, 0], first, atol=1e-6)
 

@@ -19,6 +19,7 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
 from torch import Tensor, nn
 
 from pyromm.data.dataset import MultimodalDataset
@@ -49,6 +50,11 @@ METRIC_NAMES = {
     "joint_coherence": "joint coherence",
 }
 """Short names of the same metrics, for titles."""
+
+SHARE_METRICS = {"latent_acc", "coherence", "joint_coherence"}
+"""Metrics that are shares in [0, 1]: their axis spans at least ``SHARE_MIN_SPAN``, so that differences of a
+few thousandths do not fill the plot."""
+SHARE_MIN_SPAN = 0.2
 
 LOSS_LABEL = "Loss per sample (negative training objective; lower is better)"
 SCATTER_CMAP_CLASSES = 10
@@ -84,7 +90,8 @@ def tradeoff_figure(
 ) -> Figure:
     """One line with points per ``row[hue]`` through (row[x], row[y]), ordered and annotated by ``row[label]``
     (as MMVM Fig. 2: one point per β). Rows missing x or y are skipped. With ``num_classes`` K, a dashed
-    horizontal line at the chance level 1/K (for accuracy-like y)."""
+    horizontal line at the chance level 1/K (for accuracy-like y). Shares in [0, 1] (``SHARE_METRICS``) get a
+    y-axis at least ``SHARE_MIN_SPAN`` wide."""
     groups: dict[str, list[tuple[float, float, Any]]] = defaultdict(list)
     for row in rows:
         if row.get(x) is None or row.get(y) is None:
@@ -95,7 +102,7 @@ def tradeoff_figure(
     fig = Figure(figsize=(7.5, 5.5), layout="constrained")
     ax = fig.add_subplot()
     symbol = SYMBOLS.get(label, label)
-    for name, points in sorted(groups.items()):
+    for index, (name, points) in enumerate(sorted(groups.items())):
         if all(isinstance(p[2], (int, float)) for p in points):
             points.sort(key=lambda p: p[2])
         xs, ys, _ = zip(*points)
@@ -103,9 +110,12 @@ def tradeoff_figure(
         for px, py, value in points:
             if value is not None:
                 text = f"{value:g}" if isinstance(value, (int, float)) else str(value)
-                ax.annotate(f"{symbol}={text}", (px, py), textcoords="offset points", xytext=(4, 4), fontsize=8)
+                offset = (4, 4) if index % 2 == 0 else (4, -11)  # neighbouring methods' labels on opposite sides
+                ax.annotate(f"{symbol}={text}", (px, py), textcoords="offset points", xytext=offset, fontsize=8)
     if num_classes is not None:
         _chance_line(ax, num_classes)
+    if y in SHARE_METRICS:
+        _min_span(ax, SHARE_MIN_SPAN)
     ax.set_xlabel(textwrap.fill(METRIC_LABELS.get(x, x), 60))
     ax.set_ylabel(textwrap.fill(METRIC_LABELS.get(y, y), 45))
     ax.grid(alpha=0.3)
@@ -288,6 +298,20 @@ def _chance_line(ax: Axes, num_classes: int) -> None:
     ax.set_ylim(min(low, chance - 0.05 * (high - low)), max(high, chance + 0.05 * (high - low)))
 
 
+def _min_span(ax: Axes, span: float) -> None:
+    """Widen the y-axis around its centre to at least ``span``, kept inside [0, 1] when it started there."""
+    low, high = ax.get_ylim()
+    if high - low >= span:
+        return
+    centre = (low + high) / 2
+    low, high = centre - span / 2, centre + span / 2
+    if low < 0.0:
+        low, high = 0.0, span
+    elif high > 1.0:
+        low, high = 1.0 - span, 1.0
+    ax.set_ylim(low, high)
+
+
 def _scatter_panel(ax: Axes, name: str, features: np.ndarray, labels: np.ndarray, classes: np.ndarray) -> Any:
     """Encoder means of one modality on ``ax``, projected on two principal components when D > 2."""
     dims = features.shape[1]
@@ -327,7 +351,7 @@ def _value_range(x: Tensor) -> tuple[float, float]:
 
 
 def _draw(ax: Axes, x: Tensor, value_range: tuple[float, float]) -> np.ndarray | None:
-    """The samples of ``x`` side by side with white gaps: images, or curves for 1-D samples, or a message for
+    """The samples of ``x`` side by side with white gaps: framed images, or curves for 1-D samples, or a message for
     shapes that cannot be drawn. Returns the x coordinates of the sample centres (None when nothing is drawn)."""
     x = x.detach().cpu().float()
     event = tuple(x.shape[1:])
@@ -339,6 +363,9 @@ def _draw(ax: Axes, x: Tensor, value_range: tuple[float, float]) -> np.ndarray |
         low, high = value_range
         canvas, centres = _tile(((images - low) / (high - low)).clamp(0, 1))
         ax.imshow(canvas, interpolation="nearest")
+        height, width = images.shape[2:]
+        for centre in centres:  # a frame per sample, visible also where the image's border is white
+            ax.add_patch(Rectangle((centre - width / 2, -0.5), width, height, fill=False, edgecolor="0.4", linewidth=0.6))
         ax.set_xticks([])
         ax.set_yticks([])
         for side in ax.spines.values():
