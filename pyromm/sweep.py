@@ -208,7 +208,8 @@ def plot_tradeoffs(rows: list[dict[str, Any]], out_dir: Path) -> None:
     counts = {row.get("num_classes") for row in rows}
     num_classes = counts.pop() if len(counts) == 1 else None
     for y, name in TRADEOFFS:
-        title = f"{TRADEOFF_TITLES[y]}: {', '.join(datasets) or 'dataset not recorded'}\none line per method, one point per β"
+        on = ", ".join(datasets) or "dataset not recorded"
+        title = f"{TRADEOFF_TITLES[y]}: {on}\none line per method, one point per β"
         plot_tradeoff(rows, out_dir / f"tradeoff_{name}.png", x="rec_error", y=y, hue="model", label="beta",
                       num_classes=num_classes, title=title)
 

@@ -44,7 +44,8 @@ def test_fid_of_a_set_against_itself_is_zero():
     with torch.no_grad():
         fx, fy = (network(v.expand(-1, 3, -1, -1)).flatten(1) for v in (x, y))
     other = fid(x, y, extractor)
-    assert other > 0 and other == pytest.approx(scipy_frechet(*feature_statistics(fx), *feature_statistics(fy)), rel=1e-6)
+    independent = scipy_frechet(*feature_statistics(fx), *feature_statistics(fy))
+    assert other > 0 and other == pytest.approx(independent, rel=1e-6)
 
 
 def test_frechet_distance_of_diagonal_gaussians_matches_the_closed_form():
@@ -79,7 +80,8 @@ def test_fid_of_two_gaussian_samples_matches_the_closed_form():
     x2 = (mu2 + sd2 * torch.randn(n, f, generator=g)).reshape(n, 1, 2, 2).double()
     pixels = nn.Flatten()
     value = fid(x1, x2, pixels, batch_size=5000)
-    closed = float(((mu1 - mu2) ** 2).sum() + ((sd1 - sd2) ** 2).sum())  # a + b − 2√(ab) = (√a − √b)² per dim
+    # per dimension a + b − 2√(ab) = (√a − √b)², with a, b the variances
+    closed = float(((mu1 - mu2) ** 2).sum() + ((sd1 - sd2) ** 2).sum())
     assert value == pytest.approx(closed, rel=0.03)
     m1, s1 = feature_statistics(x1.flatten(1))
     m2, s2 = feature_statistics(x2.flatten(1))

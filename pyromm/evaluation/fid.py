@@ -85,7 +85,9 @@ class InceptionFeatures(nn.Module):
         try:
             state = torch.load(file, map_location="cpu", weights_only=True)
         except Exception as err:
-            raise FIDWeightsError(f"{file} is not a readable state dict (torch.load with weights_only=True): {err}") from err
+            raise FIDWeightsError(
+                f"{file} is not a readable state dict (torch.load with weights_only=True): {err}"
+            ) from err
         if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
             raise FIDWeightsError(f"{file} holds a {type(state).__name__}, not a state dict of tensors")
         try:
@@ -99,7 +101,8 @@ class InceptionFeatures(nn.Module):
             raise ValueError(f"images must have shape (N, 1 or 3, H, W), got {tuple(images.shape)}")
         x = images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
         if self.image_size is not None and tuple(x.shape[2:]) != (self.image_size, self.image_size):
-            x = nn.functional.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+            size = (self.image_size, self.image_size)
+            x = nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
         out = self.network(x)
         if out.dim() == 4 and out.shape[2:] == (1, 1):
             out = out.flatten(1)
@@ -107,7 +110,8 @@ class InceptionFeatures(nn.Module):
 
 
 def feature_statistics(features: Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(μ, Σ) of ``(N, F)`` features in float64: μ = mean over samples, Σ = unbiased covariance (divisor N − 1)."""
+    """(μ, Σ) of ``(N, F)`` features in float64: μ = mean over samples, Σ = unbiased covariance (divisor
+    N − 1)."""
     x = features.detach().cpu().double().numpy() if isinstance(features, Tensor) else np.asarray(features, np.float64)
     if x.ndim != 2 or x.shape[0] < 2:
         raise ValueError(f"features must have shape (N, F) with N >= 2, got {x.shape}")
@@ -117,7 +121,8 @@ def feature_statistics(features: Tensor | np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
-    """||μ1 − μ2||² + Tr Σ1 + Tr Σ2 − 2 Tr (Σ1 Σ2)^{1/2}, the squared 2-Wasserstein distance of two Gaussians.
+    """||μ1 − μ2||² + Tr Σ1 + Tr Σ2 − 2 Tr (Σ1 Σ2)^{1/2}: the squared 2-Wasserstein distance of two
+    Gaussians.
 
     Tr (Σ1 Σ2)^{1/2} = Σ_i √λ_i with λ the eigenvalues of the symmetric PSD matrix Σ1^{1/2} Σ2 Σ1^{1/2}
     (similar to Σ1 Σ2), so no complex square root arises; tiny negative eigenvalues from rounding count as 0."""

@@ -31,9 +31,12 @@ from pyromm.train.logging import MetricsLog
 
 SYMBOLS = {"beta": "β", "alpha": "α"}
 
+NLL_LABEL = (
+    "Reconstruction error (negative log-likelihood per test sample, summed over modalities, nats; lower is better)"
+)
 METRIC_LABELS = {
-    "rec_error": "Reconstruction error (negative log-likelihood per test sample, nats; lower is better)",
-    "rec_nll": "Reconstruction error (negative log-likelihood per test sample, nats; lower is better)",
+    "rec_error": NLL_LABEL,
+    "rec_nll": NLL_LABEL,
     "rec_mse": "Reconstruction error (mean squared error; lower is better)",
     "latent_acc": "Latent classification accuracy (linear probe on encoder means; higher is better)",
     "coherence": "Cross-modal coherence (share of generated samples of the input's class; higher is better)",
@@ -57,6 +60,7 @@ few thousandths do not fill the plot."""
 SHARE_MIN_SPAN = 0.2
 
 LOSS_LABEL = "Loss per sample (negative training objective; lower is better)"
+NO_VALIDATION = "no validation loss (the run had no validation split: set val_fraction > 0)"
 SCATTER_CMAP_CLASSES = 10
 """Up to this many classes the latent scatter colours classes with tab10 and a legend; above, with a colour bar."""
 
@@ -191,7 +195,8 @@ def conditional_grid_figure(
     batch = dataset.batch(slice(0, num_examples))
     ranges = {name: _value_range(batch.data[name]) for name in names}
     per_block = len(names) + 1
-    fig = Figure(figsize=(max(6.0, 0.9 * num_examples + 2.2), 1.15 * len(names) * per_block + 1.0), layout="constrained")
+    size = (max(6.0, 0.9 * num_examples + 2.2), 1.15 * len(names) * per_block + 1.0)
+    fig = Figure(figsize=size, layout="constrained")
     axes = fig.subplots(len(names) * per_block, 1, squeeze=False)[:, 0]
     with evaluating(model):
         for i, source in enumerate(names):
@@ -250,7 +255,7 @@ def training_curves_figure(rows: Sequence[Mapping[str, Any]], *, title: str | No
         ax.plot([best_epoch], [best], marker="*", markersize=12, linestyle="", color="black",
                 label=f"lowest validation loss (epoch {best_epoch})")
     else:
-        ax.plot([], [], linestyle="", label="no validation loss (the run had no validation split: set val_fraction > 0)")
+        ax.plot([], [], linestyle="", label=NO_VALIDATION)
     stages = [row.get("stage") for row in rows]
     starts = [k for k in range(len(rows)) if k == 0 or stages[k] != stages[k - 1]]
     for k in starts if len(starts) > 1 else []:
@@ -293,7 +298,8 @@ def _chance_line(ax: Axes, num_classes: int) -> None:
     if num_classes < 2:
         raise ValueError(f"num_classes must be at least 2 for a chance level, got {num_classes}")
     chance = 1.0 / num_classes
-    ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label=f"chance (1/{num_classes} classes = {chance:.2f})")
+    label = f"chance (1/{num_classes} classes = {chance:.2f})"
+    ax.axhline(chance, color="grey", linestyle="--", linewidth=1, label=label)
     low, high = ax.get_ylim()
     ax.set_ylim(min(low, chance - 0.05 * (high - low)), max(high, chance + 0.05 * (high - low)))
 
@@ -365,7 +371,8 @@ def _draw(ax: Axes, x: Tensor, value_range: tuple[float, float]) -> np.ndarray |
         ax.imshow(canvas, interpolation="nearest")
         height, width = images.shape[2:]
         for centre in centres:  # a frame per sample, visible also where the image's border is white
-            ax.add_patch(Rectangle((centre - width / 2, -0.5), width, height, fill=False, edgecolor="0.4", linewidth=0.6))
+            frame = Rectangle((centre - width / 2, -0.5), width, height, fill=False, edgecolor="0.4", linewidth=0.6)
+            ax.add_patch(frame)
         ax.set_xticks([])
         ax.set_yticks([])
         for side in ax.spines.values():
