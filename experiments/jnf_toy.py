@@ -198,7 +198,8 @@ def plot_posteriors(
         axes[1, k].set_title("circles decoded from 8 draws", fontsize=8)
         axes[1, k].set_xticks([])
         axes[1, k].set_yticks([])
-    fig.suptitle("Posterior of the latent given the square alone (inset) and circles decoded from its draws",
+    fig.suptitle("Posterior of the latent given the square alone (inset): density contours of q(z | x_square) and its "
+                 "draws (×), over the joint means of the test pairs; below, the circles decoded from 8 draws",
                  fontsize=10)
     save_figure(fig, path)
 
