@@ -197,7 +197,8 @@ def test_training_curves_without_validation_say_so_and_without_loss_are_refused(
 
 
 def test_plot_run_writes_every_per_run_figure(tmp_path):
-    model, data = LinearModel(SHAPES), dataset()
+    model = LinearModel({"img": SHAPES["img"]})
+    data = MultimodalDataset({"img": torch.rand(12, *SHAPES["img"])}, torch.arange(12) % K)
     with pytest.warns(UserWarning, match="metrics.jsonl has no epochs"):
         paths = plot_run(model, data, tmp_path, title="t")
     assert [p.name for p in paths] == ["latent_scatter.png", "conditional_generation.png"]
