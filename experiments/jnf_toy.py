@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from pyromm.config import RunConfig
 from pyromm.data import MultimodalBatch, MultimodalDataset
 from pyromm.data.shapes import is_full, shape_width
-from pyromm.evaluation import coherence, distribution_mean, latent_classification
+from pyromm.evaluation import coherence, distribution_mean, latent_classification, save_figure
 from pyromm.evaluation.classifiers import evaluating
 from pyromm.infer.jnf import FlowPosteriorFit, flow_stage_parameters
 from pyromm.models.jnf import JNF
@@ -161,11 +161,12 @@ def plot_latent_space(models: dict[str, JNF], test: MultimodalDataset, path: Pat
             keep = test.labels.numpy() == label
             ax.scatter(*means[keep].T, c=shade[keep], cmap=cmap, vmin=0, vmax=1, s=5)
         ax.set_title(f"{name}: joint latent means (darker = larger square)", fontsize=9)
-        ax.set_xlabel("z1")
-        ax.set_ylabel("z2")
+        ax.set_xlabel("joint latent dimension 1")
+        ax.set_ylabel("joint latent dimension 2")
         ax.legend(handles=[Line2D([], [], ls="", marker="o", color=c, label=t)
                            for c, t in (("tab:blue", "full"), ("tab:red", "empty"))], fontsize=8)
-    fig.savefig(path, dpi=120)
+    fig.suptitle("Toy squares and circles: joint-encoder means of the test pairs, by fill", fontsize=10)
+    save_figure(fig, path)
 
 
 def plot_posteriors(
@@ -184,6 +185,8 @@ def plot_posteriors(
         z, circles = generated_circles(model, example, 8)
         ax.scatter(*z.numpy().T, marker="x", c="black", s=25, label="draws of q(z | x)")
         ax.set_title(title, fontsize=9)
+        ax.set_xlabel("joint latent dimension 1", fontsize=8)
+        ax.set_ylabel("joint latent dimension 2", fontsize=8)
         ax.legend(fontsize=7, loc="lower right", markerscale=2)
         if k == 0:
             inset = ax.inset_axes([0.02, 0.74, 0.24, 0.24])
@@ -195,7 +198,10 @@ def plot_posteriors(
         axes[1, k].set_title("circles decoded from 8 draws", fontsize=8)
         axes[1, k].set_xticks([])
         axes[1, k].set_yticks([])
-    fig.savefig(path, dpi=120)
+    fig.suptitle("Posterior of the latent given the square alone (inset): density contours of q(z | x_square) and its "
+                 "draws (×), over the joint means of the test pairs; below, the circles decoded from 8 draws",
+                 fontsize=10)
+    save_figure(fig, path)
 
 
 def _contours(ax: Axes, model: JNF, example: MultimodalBatch, means: np.ndarray, size: int = 150) -> None:

@@ -26,7 +26,7 @@ from typing import Any, Sequence
 from matplotlib.figure import Figure
 
 from pyromm.data.rats import RATS, rat_files
-from pyromm.evaluation import encoder_means
+from pyromm.evaluation import encoder_means, save_figure
 from pyromm.run import load_data, load_run
 from pyromm.sweep import beta_sweep, experiment_config, experiment_parser
 
@@ -63,12 +63,14 @@ def plot_latents_per_rat(rows: Sequence[dict[str, Any]], out_dir: Path) -> Path:
             z, odour = means[rat]
             scatter = axes[i, j].scatter(z[:, 0], z[:, 1], c=odour, cmap="tab10", vmin=0, vmax=9, s=3, alpha=0.7)
             axes[i, j].set_title(f"{model} (β={row['beta']:g}): {rat}", fontsize=8)
+            axes[i, j].set_xlabel("latent dimension 1", fontsize=7)
+            axes[i, j].set_ylabel("latent dimension 2", fontsize=7)
             axes[i, j].tick_params(labelsize=6)
     handles, _ = scatter.legend_elements()
     fig.legend(handles, [f"odour {o}" for o in ODOURS[: len(handles)]], loc="outside lower center", ncol=len(handles))
-    path = out_dir / "fig4_latents.png"
-    fig.savefig(path, dpi=120)
-    return path
+    fig.suptitle("Rats: 2-D encoder means of the test trials per rat (one panel each), coloured by odour;\n"
+                 "one row per method at its β of best latent accuracy", fontsize=10)
+    return save_figure(fig, out_dir / "fig4_latents.png")
 
 
 def main(argv=None) -> None:

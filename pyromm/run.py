@@ -22,7 +22,7 @@ from pyromm.data import (
 from pyromm.distributions import maf
 from pyromm.data.rats import RATS, load_rats
 from pyromm.data.shapes import load_shapes
-from pyromm.evaluation import evaluate, plot_conditional_grid, plot_latent_scatter, train_modality_classifiers
+from pyromm.evaluation import evaluate, plot_run, run_title, train_modality_classifiers
 import pyro.infer
 
 from pyromm.infer import ELBOObjective, RateELBO, StratifiedIWAE, jnf_stages, telbo_stages
@@ -360,8 +360,7 @@ def evaluate_run(model: MultimodalVAE | SharedLatentVAE, train_set, test_set, cf
     results["classifier_accuracy"] = clf_acc
     results["config"] = cfg.to_dict()
     (run_dir / "evaluation.json").write_text(json.dumps(results, indent=2))
-    plot_latent_scatter(model, test_set.to(device), model.modality_names[0], run_dir / "latent_scatter.png")
-    plot_conditional_grid(model, test_set.to(device), run_dir / "conditional_generation.png")
+    plot_run(model, test_set.to(device), run_dir, title=run_title(cfg.model, cfg.beta, cfg.dataset))
     return results
 
 

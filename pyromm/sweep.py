@@ -21,6 +21,10 @@ from pyromm.executors import LAUNCHERS, open_executor
 from pyromm.run import classifier_cache, coherence_classifiers, run
 
 TRADEOFFS = (("latent_acc", "latent"), ("coherence", "coherence"))
+TRADEOFF_TITLES = {
+    "latent_acc": "Latent accuracy against reconstruction error",
+    "coherence": "Coherence against reconstruction error",
+}
 
 
 def experiment_parser(description: str, default_out: str, *, launch: bool = False) -> argparse.ArgumentParser:
@@ -72,6 +76,7 @@ def summarize(cfg: RunConfig, results: dict[str, Any]) -> dict[str, Any]:
     by_inputs = results.get("coherence_by_num_inputs") or {}
     return {
         "model": cfg.model,
+        "dataset": cfg.dataset,
         "beta": cfg.beta,
         "seed": cfg.seed,
         "keep_probability": cfg.keep_probability,
@@ -81,6 +86,7 @@ def summarize(cfg: RunConfig, results: dict[str, Any]) -> dict[str, Any]:
         "rec_error": results["rec_nll"],
         "rec_mse": results["rec_mse"],
         "joint_coherence": results.get("joint_coherence"),
+        "num_classes": results.get("num_classes"),
         **{f"coherence_{k}_inputs": v for k, v in by_inputs.get("by_num_inputs", {}).items()},
         **{f"latent_acc/{m}": acc for m, acc in results["latent"].items()},
         **{f"classifier_acc/{m}": acc for m, acc in results["classifier_accuracy"].items()},
@@ -196,9 +202,16 @@ def collect(results_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def plot_tradeoffs(rows: list[dict[str, Any]], out_dir: Path) -> None:
-    """tradeoff_latent.png and tradeoff_coherence.png: each against the reconstruction error, one line per model."""
+    """tradeoff_latent.png and tradeoff_coherence.png: each against the reconstruction error, one line per model,
+    titled with the dataset(s) and with the chance line 1/K when every row has the same number of classes K."""
+    datasets = sorted({str(row["dataset"]) for row in rows if row.get("dataset") is not None})
+    counts = {row.get("num_classes") for row in rows}
+    num_classes = counts.pop() if len(counts) == 1 else None
     for y, name in TRADEOFFS:
-        plot_tradeoff(rows, out_dir / f"tradeoff_{name}.png", x="rec_error", y=y, hue="model", label="beta")
+        on = ", ".join(datasets) or "dataset not recorded"
+        title = f"{TRADEOFF_TITLES[y]}: {on}\none line per method, one point per β"
+        plot_tradeoff(rows, out_dir / f"tradeoff_{name}.png", x="rec_error", y=y, hue="model", label="beta",
+                      num_classes=num_classes, title=title)
 
 
 def write_table(rows: list[dict[str, Any]], out_dir: Path) -> None:

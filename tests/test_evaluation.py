@@ -244,6 +244,7 @@ def test_evaluate_returns_json_friendly_summary(data):
     assert result["latent_acc_mean"] == 1.0 and result["coherence_cross_mean"] == 1.0
     assert result["rec_nll"] == result["reconstruction"]["joint"]["nll_sum"]
     assert result["rec_mse"] == result["reconstruction"]["joint"]["mse_mean"]
+    assert result["num_classes"] == K
 
 
 def test_classifier_shapes():
@@ -292,8 +293,8 @@ def test_plots_write_png_files_without_touching_the_backend(data, tmp_path):
     two_d = FakeModel({"img": lambda x: x.flatten(1)[:, :2], "vec": lambda x: x[:, :2]}, {}, {})
     paths = [
         plot_tradeoff(rows, tmp_path / "tradeoff.png"),
-        plot_latent_scatter(label_model(), test, "img", tmp_path / "scatter_pca.png", max_points=100),
-        plot_latent_scatter(two_d, test, "vec", tmp_path / "scatter_2d.png"),
+        plot_latent_scatter(label_model(), test, tmp_path / "scatter_pca.png", max_points=100),
+        plot_latent_scatter(two_d, test, tmp_path / "scatter_2d.png", modalities=["vec"]),
         plot_conditional_grid(label_model(), make_dataset(20, 2, 0.2), tmp_path / "grid.png", num_examples=6),
     ]
     for path in paths:

@@ -59,7 +59,7 @@ def test_evaluation_writes_metrics_and_plots(tmp_path):
     for key in ("latent_acc_mean", "coherence_cross_mean", "rec_nll", "rec_mse"):
         assert key in results
     assert 0.0 <= results["latent_acc_mean"] <= 1.0
-    for name in ("evaluation.json", "latent_scatter.png", "conditional_generation.png"):
+    for name in ("evaluation.json", "latent_scatter.png", "conditional_generation.png", "training_curves.png"):
         assert (tmp_path / name).stat().st_size > 0
 
 

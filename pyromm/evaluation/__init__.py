@@ -1,5 +1,5 @@
 """Evaluation of multimodal VAEs through the inference contract: latent linear probes, coherence,
-reconstruction error and figures."""
+reconstruction error, FID of generated images and figures."""
 from __future__ import annotations
 
 import torch
@@ -9,14 +9,40 @@ from pyromm.data.dataset import MultimodalDataset
 from pyromm.evaluation.clustering import kmeans_accuracy
 from pyromm.evaluation.likelihood import joint_log_likelihood
 from pyromm.evaluation.subsets import coherence_by_num_inputs, joint_coherence
-from pyromm.evaluation.classifiers import classifier_accuracy, train_modality_classifiers
+from pyromm.evaluation.classifiers import class_labels, classifier_accuracy, train_modality_classifiers
 from pyromm.evaluation.coherence import coherence
 from pyromm.evaluation.latent import encoder_means, latent_classification
 from pyromm.evaluation.latent_samplers import fit_latent_sampler, training_latents
-from pyromm.evaluation.plots import plot_conditional_grid, plot_latent_scatter, plot_tradeoff
+from pyromm.evaluation.fid import (
+    FeatureExtractor,
+    FIDWeightsError,
+    InceptionFeatures,
+    feature_statistics,
+    fid,
+    frechet_distance,
+)
+from pyromm.evaluation.plots import (
+    conditional_grid_figure,
+    latent_scatter_figure,
+    plot_conditional_grid,
+    plot_latent_scatter,
+    plot_run,
+    plot_tradeoff,
+    plot_training_curves,
+    run_title,
+    save_figure,
+    tradeoff_figure,
+    training_curves_figure,
+)
 from pyromm.evaluation.reconstruction import distribution_mean, reconstruction_error
 
 __all__ = [
+    "FeatureExtractor",
+    "FIDWeightsError",
+    "InceptionFeatures",
+    "feature_statistics",
+    "fid",
+    "frechet_distance",
     "coherence_by_num_inputs",
     "joint_coherence",
     "joint_log_likelihood",
@@ -34,6 +60,14 @@ __all__ = [
     "plot_tradeoff",
     "plot_latent_scatter",
     "plot_conditional_grid",
+    "plot_training_curves",
+    "plot_run",
+    "run_title",
+    "save_figure",
+    "tradeoff_figure",
+    "latent_scatter_figure",
+    "conditional_grid_figure",
+    "training_curves_figure",
 ]
 
 
@@ -52,7 +86,8 @@ def evaluate(
 ) -> dict:
     """All metrics plus summary scalars: ``latent_acc_mean`` = mean_m latent accuracy, ``coherence_cross_mean``
     = mean over source ≠ target coherence, ``rec_nll`` = Σ_m weighted joint-reconstruction NLL,
-    ``rec_mse`` = mean_m joint-reconstruction MSE. Coherence by number of inputs is computed for M > 2,
+    ``rec_mse`` = mean_m joint-reconstruction MSE, ``num_classes`` = the distinct labels of train and test (chance
+    accuracy is 1 / num_classes). Coherence by number of inputs is computed for M > 2,
     joint coherence from ``joint_samples`` prior draws (models with ``sample_prior``), k-means accuracy on
     latent means, and the importance-sampled log p(X) with ``likelihood_samples`` samples when > 0.
     With ``latent_sampler`` (``'gmm'`` or ``'maf'``), ``joint_coherence_sampler`` is the joint coherence of
@@ -83,6 +118,7 @@ def evaluate(
         "coherence_cross_mean": coherent["cross"],
         "rec_nll": reconstruction["joint"]["nll_sum"],
         "rec_mse": reconstruction["joint"]["mse_mean"],
+        "num_classes": int(torch.cat([class_labels(train).cpu(), class_labels(test).cpu()]).unique().numel()),
         "latent_sampler": latent_sampler,
         "joint_coherence_sampler": None,
     }

@@ -38,7 +38,8 @@ class CheckpointMismatchError(CheckpointError):
 def atomic_open(path: str | os.PathLike, mode: str = "wb", **open_kwargs: Any) -> Iterator[IO[Any]]:
     """Write to a temporary file in the target's directory, then flush, fsync and ``os.replace`` it.
 
-    Readers see either the old file or the complete new one; on error the temporary file is removed.
+    Readers see either the old file or the complete new one; on error the temporary file is removed. The file
+    gets the permissions ``open`` would give it (0o666 less the umask), not the temporary file's 0o600.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -48,10 +49,18 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", **open_kwargs: Any) -
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it and restoring it at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def model_signature(model: nn.Module) -> dict[str, Any]:
