@@ -186,7 +186,15 @@ MMVM_BASELINES = ("avg", "poe", "moe", "mopoe")
 
 
 def build_model(cfg: RunConfig, event_shapes: dict[str, tuple[int, ...]]) -> MultimodalVAE | SharedLatentVAE:
-    """The model named by ``cfg.model`` on the networks of ``cfg.network``."""
+    """The model named by ``cfg.model`` on the networks of ``cfg.network``, its Gaussian posteriors' scale
+    floor ``posterior_scale_floor`` (docs/reference_differences.md)."""
+    model = _model_of(cfg, event_shapes)
+    model.scale_floor = cfg.setting("posterior_scale_floor")
+    return model
+
+
+def _model_of(cfg: RunConfig, event_shapes: dict[str, tuple[int, ...]]) -> MultimodalVAE | SharedLatentVAE:
+    """The model of ``cfg`` as built, before the options :func:`build_model` sets."""
     torch.manual_seed(cfg.seed)
     modalities = build_modalities(cfg, event_shapes)
     if cfg.model == "mmvae":
@@ -200,7 +208,9 @@ def build_model(cfg: RunConfig, event_shapes: dict[str, tuple[int, ...]]) -> Mul
     if cfg.model in ("jnf", "jnf_shared"):
         return build_jnf(cfg, modalities)
     if cfg.model in SHARED_AGGREGATIONS:
-        return SharedLatentVAE(modalities, cfg.latent_dim, SHARED_AGGREGATIONS[cfg.model])
+        return SharedLatentVAE(
+            modalities, cfg.latent_dim, SHARED_AGGREGATIONS[cfg.model], blocks=cfg.setting("mixture_blocks")
+        )
     prior = MMVMPrior(cfg.alpha_value) if cfg.model == "mmvm" else standard_normal
     return MultimodalVAE(modalities, cfg.latent_dim, prior=prior)
 
@@ -238,7 +248,7 @@ def build_objective(cfg: RunConfig):
     if cfg.model == "mmvae":
         return MMVAEObjective(cfg.num_importance_samples, cfg.estimator, "looser")
     if cfg.model == "mmvae_plus":
-        return MMVAEPlusObjective(cfg.num_importance_samples, cfg.estimator, detach=cfg.dreg_detach)
+        return MMVAEPlusObjective(cfg.num_importance_samples, cfg.estimator, detach=cfg.setting("dreg_detach"))
     if cfg.model == "telbo":
         return JointELBOStage()
     if cfg.model in ("jnf", "jnf_shared"):
@@ -247,14 +257,20 @@ def build_objective(cfg: RunConfig):
 
 
 def build_schedules(cfg: RunConfig, steps_per_epoch: int) -> dict[str, Any]:
-    """β, α (MMVM) and KL warm-up: JMVAE's a(e) = min(1, e/warmup); MVAE's β ramps linearly per step."""
-    schedules: dict[str, Any] = {"beta": cfg.beta}
+    """β, α (MMVM) and KL warm-up: JMVAE's a(e) = min(1, e/warmup); MVAE's β ramps linearly per step.
+
+    With ``beta_squared`` (independent VAEs; on in the 'mmvm-code' reference mode) the schedule gives
+    hyper['beta'] = β²: the objective's rec + hyper['beta']·Σ_m KL_m is then the MMVM code's independent
+    baseline, which weights each modality's KL by β and the sum by β again.
+    """
+    beta = cfg.beta**2 if cfg.setting("beta_squared") else cfg.beta
+    schedules: dict[str, Any] = {"beta": beta}
     if cfg.model == "mmvm":
         schedules["alpha"] = schedule_from_config(cfg.alpha_schedule) if cfg.alpha_schedule else cfg.alpha_value
     if cfg.kl_warmup_epochs and cfg.model == "jmvae":
         schedules["kl_warmup"] = EpochWarmup(1.0, cfg.kl_warmup_epochs)
     elif cfg.kl_warmup_epochs:
-        schedules["beta"] = Linear(0.0, cfg.beta, cfg.kl_warmup_epochs * steps_per_epoch)
+        schedules["beta"] = Linear(0.0, beta, cfg.kl_warmup_epochs * steps_per_epoch)
     return schedules
 
 
@@ -288,6 +304,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, resume:
         model,
         build_objective(cfg),
         lr=cfg.lr,
+        optimizer_kwargs={"amsgrad": True} if cfg.setting("amsgrad") else None,
         schedules=build_schedules(cfg, train_set.num_batches(cfg.batch_size, drop_last=True)),
         stages=build_stages(cfg, model),
         batch_size=cfg.batch_size,
@@ -349,6 +366,7 @@ def evaluate_run(model: MultimodalVAE | SharedLatentVAE, train_set, test_set, cf
         num_train=cfg.eval_num_train,
         generator=generator,
         latent_sampler=cfg.latent_sampler,
+        latent_max_iter=cfg.setting("latent_max_iter"),
     )
     results["classifier_accuracy"] = clf_acc
     results["config"] = cfg.to_dict()

@@ -1,6 +1,7 @@
 """Multimodal VAEs with one shared latent: AVG, PoE/MVAE, MoE, MoPoE, MVTCAE as guide combinators."""
 from __future__ import annotations
 
+import inspect
 from contextlib import nullcontext
 from functools import partial
 from typing import Callable, Mapping, Sequence
@@ -30,6 +31,9 @@ class SharedLatentVAE(MultimodalNetworks):
 
     ``aggregation`` names a combinator of :mod:`pyromm.aggregation` (``avg``, ``poe``, ``poe_prior``,
     ``moe``, ``mopoe``, ``mopoe_noprior``) or is a callable ``(posteriors, mask) -> distribution``.
+    A named combinator that takes them gets the model's modality names (so MoPoE's prior expert joins only
+    the subset of every modality of the model, whatever subset ``infer`` conditions on) and ``blocks``, the
+    stratified block rule of MoE/MoPoE (``"even"``, or the MMVM code's ``"remainder_last"``).
     Every decoder decodes the one z; masked modalities leave the aggregate and the likelihood.
     """
 
@@ -39,12 +43,14 @@ class SharedLatentVAE(MultimodalNetworks):
         latent_dim: int,
         aggregation: str | Callable = "poe",
         posterior: str = "normal",
+        blocks: str = "even",
     ) -> None:
         super().__init__(modalities, latent_dim, posterior)
         if isinstance(aggregation, str):
             if aggregation not in AGGREGATIONS:
                 raise ValueError(f"unknown aggregation {aggregation!r}; choose from {sorted(AGGREGATIONS)}")
-            self.aggregation_name, self.aggregate = aggregation, AGGREGATIONS[aggregation]
+            self.aggregation_name = aggregation
+            self.aggregate = _bind_model_options(AGGREGATIONS[aggregation], aggregation, self.modality_names, blocks)
         else:
             self.aggregation_name, self.aggregate = getattr(aggregation, "__name__", repr(aggregation)), aggregation
 
@@ -101,3 +107,16 @@ class SharedLatentVAE(MultimodalNetworks):
 
     def config(self) -> dict:
         return {**super().config(), "aggregation": self.aggregation_name}
+
+
+def _bind_model_options(aggregate: Callable, name: str, modalities: Sequence[str], blocks: str) -> Callable:
+    """``aggregate`` with the model's ``modalities`` and the ``blocks`` rule bound, where it takes them;
+    ValueError for a block rule other than ``"even"`` asked of an aggregation without blocks."""
+    accepted = inspect.signature(aggregate).parameters
+    options: dict = {"modalities": tuple(modalities)} if "modalities" in accepted else {}
+    if "blocks" in accepted:
+        options["blocks"] = aggregation.check_blocks(blocks)
+    elif blocks != "even":
+        raise ValueError(f"aggregation {name!r} has no stratified blocks; blocks={blocks!r} applies to 'moe' and 'mopoe'")
+    return partial(aggregate, **options) if options else aggregate
+
