@@ -82,7 +82,7 @@ def main(argv=None) -> None:
     betas = args.betas or (PAPER_BETAS if args.paper else QUICK_BETAS)
     models = ALL_METHODS if args.all_methods else args.models
     # No reference mode: the rats code differs from the PolyMNIST code that 'mmvm-code' describes (it keeps a
-    # 1e-6 scale floor and has no split; docs/reference_differences.md, rows 3, 12, 13).
+    # 1e-6 scale floor and has no split; docs/reference_differences.md, rows 3, 13, 14).
     print(describe_references(models, {}))
     if args.dry_run:
         for model in models:

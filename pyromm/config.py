@@ -85,6 +85,8 @@ class RunConfig:
     posterior_scale_floor: float | None = None
     latent_max_iter: int | None = None
     amsgrad: bool | None = None
+    jnf_subset_sampler: str | None = None
+    test_drop_last: bool | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -203,6 +205,8 @@ class RunConfig:
                     raise ConfigError(message)
         if self.dreg_detach is not None:
             _check_choice("dreg_detach", self.dreg_detach, ("proper", "reference"))
+        if self.jnf_subset_sampler is not None:
+            _check_choice("jnf_subset_sampler", self.jnf_subset_sampler, ("adaptive", "reference"))
         if self.mixture_blocks is not None:
             _check_choice("mixture_blocks", self.mixture_blocks, ("even", "remainder_last"))
         floor = self.posterior_scale_floor

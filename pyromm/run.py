@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from pyromm import likelihoods
+from pyromm import reference as references
 from pyromm.config import ConfigError, RunConfig
 from pyromm.data import (
     MultimodalDataset,
@@ -62,6 +63,7 @@ from pyromm.nn import (
     SpectrogramConvEncoder,
 )
 from pyromm.nn.spike import spike_decoder, spike_encoder
+from pyromm.reference_sampling import ReferenceSubsetHMC
 from pyromm.train import CheckpointDir, EpochWarmup, Linear, Stage, Trainer, schedule_from_config
 from pyromm.train.checkpoint import load_model_state
 from pyromm.train.distributed import data_parallel_from_env, is_main_process
@@ -219,7 +221,8 @@ def build_jnf(cfg: RunConfig, modalities: list[Modality]) -> JNF:
     """JNF: a joint encoder on fresh copies of the encoder networks and one MAF per modality (``flow_blocks``
     MADE blocks of 3 × ``flow_hidden`` units, conditioned on [μ_m; σ_m] with ``flow_context``). jnf_shared
     replaces each unimodal encoder by an MLP on the embedding of an MLP projector to ``projection_dim``
-    (L2-normalised for the 'infonce' objective)."""
+    (L2-normalised for the 'infonce' objective). Subsets of 2..M−1 modalities are sampled by JNF's default
+    adaptive HMC, or with ``jnf_subset_sampler='reference'`` by MultiVae's fixed-step sampler."""
     heads = {m.name: EncoderHead(build_modalities(cfg, {m.name: m.event_shape})[0].encoder) for m in modalities}
     joint_encoder = JointEncoder(heads, {n: 2 * cfg.latent_dim for n in heads}, cfg.latent_dim)
     if cfg.model == "jnf_shared":
@@ -230,7 +233,8 @@ def build_jnf(cfg: RunConfig, modalities: list[Modality]) -> JNF:
             m.encoder = ProjectedEncoder(projector, MLPEncoder(cfg.projection_dim, cfg.latent_dim, tuple(cfg.hidden)))
     context = 2 * cfg.latent_dim if cfg.flow_context else None
     flows = {m.name: maf(cfg.latent_dim, cfg.flow_blocks, cfg.flow_hidden, context_features=context) for m in modalities}
-    return JNF(modalities, cfg.latent_dim, joint_encoder, flows)
+    sampler = ReferenceSubsetHMC() if cfg.setting("jnf_subset_sampler") == "reference" else None
+    return JNF(modalities, cfg.latent_dim, joint_encoder, flows, subset_sampler=sampler)
 
 
 def build_objective(cfg: RunConfig):
@@ -347,6 +351,17 @@ def coherence_classifiers(cfg: RunConfig) -> tuple[dict[str, torch.nn.Module], d
     )
 
 
+def evaluation_test_set(cfg: RunConfig, test_set: MultimodalDataset) -> MultimodalDataset:
+    """The test samples every metric sees: all of them, or with ``test_drop_last`` the first ⌊N/64⌋·64 (the MMVM
+    code's evaluation loader, batches of 64 with the last incomplete one dropped)."""
+    if not cfg.setting("test_drop_last"):
+        return test_set
+    kept = len(test_set) // references.REFERENCE_EVAL_BATCH * references.REFERENCE_EVAL_BATCH
+    if kept == 0:
+        raise ConfigError(f"test_drop_last leaves no test sample of {len(test_set)} (batches of 64)")
+    return test_set.subset(slice(0, kept))
+
+
 def evaluate_run(model: MultimodalVAE | SharedLatentVAE, train_set, test_set, cfg: RunConfig, run_dir: str | Path) -> dict[str, Any]:
     """Latent accuracy, coherence and reconstruction error; writes evaluation.json and plots.
 
@@ -354,6 +369,7 @@ def evaluate_run(model: MultimodalVAE | SharedLatentVAE, train_set, test_set, cf
     default, not ``train_limit``) and report their accuracy on the whole test split.
     """
     run_dir = Path(run_dir)
+    test_set = evaluation_test_set(cfg, test_set)
     classifiers, clf_acc = coherence_classifiers(cfg)
     device = torch.device(cfg.device)
     model.to(device)

@@ -18,7 +18,9 @@ from pyromm.config import ConfigError, RunConfig
 from pyromm.data import MultimodalDataset
 from pyromm.data.batch import MultimodalBatch
 from pyromm.evaluation import latent_classification
-from pyromm.run import build_model, build_objective, build_schedules, train
+from pyromm.infer.subset_sampling import SubsetHMC
+from pyromm.reference_sampling import ReferenceSubsetHMC
+from pyromm.run import build_model, build_objective, build_schedules, evaluation_test_set, train
 from pyromm.train import CheckpointDir
 
 SHAPE = (1, 8, 8)
@@ -320,3 +322,65 @@ def test_every_option_is_a_row_of_the_table():
         assert f"`{difference.option}" in table, difference.option
     for name in references.REFERENCES:
         assert f"`{name}`" in table, name
+
+
+# --- JNF subsets: MultiVae's fixed-step HMC -------------------------------------------------------------------------
+
+
+def test_multivae_jnf_subset_sampler_is_fixed_step_hmc_from_a_base_gaussian():
+    cfg = RunConfig(model="jnf", reference="multivae", epochs=2, latent_dim=2, hidden=[8], flow_hidden=8)
+    assert cfg.setting("jnf_subset_sampler") == "reference"
+    model, batch = build_model(cfg, {n: SHAPE for n in names_of(3)}), make_batch(3, 4)
+    model.subset_sampler = ReferenceSubsetHMC(mcmc_steps=3, n_lf=4, eps=0.05)
+    torch.manual_seed(5)
+    got = model.infer(batch, ["m0", "m2"]).mean
+
+    with torch.no_grad():
+        posteriors = model.encode(batch.select(["m0", "m2"]))
+    bases = [posteriors[m].base.base_dist for m in ("m0", "m2")]
+
+    def log_target(z):  # Σ_{m∈S} log q_m(z | x_m) − log N(z; 0, I): the prior divided once
+        prior = dist.Normal(torch.zeros_like(z), torch.ones_like(z)).log_prob(z).sum(-1)
+        return sum(q.log_prob(z) for q in posteriors.values()) - prior
+
+    def value_and_grad(z):
+        z = z.detach().requires_grad_(True)
+        value = log_target(z)
+        return value.detach(), torch.autograd.grad(value.sum(), z)[0]
+
+    torch.manual_seed(5)
+    choice = torch.randint(2, (4,))
+    noise = torch.randn(2, 4, 2)
+    z = torch.stack([bases[k].loc[b] + bases[k].scale[b] * noise[k, b] for b, k in enumerate(choice.tolist())])
+    for _ in range(3):
+        lp, grad = value_and_grad(z)
+        rho = torch.randn(z.shape)
+        h0 = -lp + 0.5 * (rho**2).sum(-1)
+        proposal = z
+        for _ in range(4):
+            rho = rho + 0.025 * grad
+            proposal = proposal + 0.05 * rho
+            lp, grad = value_and_grad(proposal)
+            rho = rho + 0.025 * grad
+        h = -lp + 0.5 * (rho**2).sum(-1)
+        accept = torch.rand(h.shape) < torch.exp(h0 - h)
+        z = torch.where(accept.unsqueeze(-1), proposal, z)
+    torch.testing.assert_close(got, z)
+    assert isinstance(build_model(cfg.replace(reference=None), {n: SHAPE for n in names_of(3)}).subset_sampler,
+                      SubsetHMC)
+
+
+# --- evaluation on whole batches of 64 ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size,kept", [(100, 64), (10000, 9984), (128, 128)])
+def test_mmvm_code_evaluates_on_whole_batches_of_64(size, kept):
+    test_set = probe_dataset(size, 2)
+    cut = evaluation_test_set(RunConfig(model="mmvm", reference="mmvm-code"), test_set)
+    # the reference's loader: batches of 64 in order, the last incomplete one dropped
+    reference = [i for start in range(0, size - 63, 64) for i in range(start, start + 64)]
+    assert len(cut) == kept == len(reference)
+    assert torch.equal(cut.labels, test_set.labels[reference])
+    assert len(evaluation_test_set(RunConfig(model="mmvm"), test_set)) == size
+    with pytest.raises(ConfigError, match="test_drop_last leaves no test sample of 10"):
+        evaluation_test_set(RunConfig(model="mmvm", test_drop_last=True), probe_dataset(10, 0))
