@@ -112,6 +112,11 @@ class RunConfig:
             raise ConfigError(f"{option!r} is not a reference-difference option; options are {tuple(references.OPTIONS)}")
         return references.resolve(option, getattr(self, option), self.reference, self.model)
 
+    def reference_settings(self) -> dict[str, Any]:
+        """The reference-difference options whose value here differs from pyromm's default: option -> value."""
+        settings = {option: self.setting(option) for option in references.OPTIONS}
+        return {k: v for k, v in settings.items() if v != references.OPTIONS[k].default}
+
     @property
     def jnf_stage_epochs(self) -> tuple[int, int, int]:
         """JNF's (projector, joint, flow) stage epochs, summing to ``epochs``: flows ``second_stage_epochs``

@@ -49,42 +49,25 @@ class Difference:
     default: Any
     models: tuple[str, ...]
     values: Mapping[str, Any] = field(default_factory=dict)
-    summary: str = ""
 
 
 DIFFERENCES: tuple[Difference, ...] = (
-    Difference(
-        "beta_squared", False, ("independent",), {"mmvm-code": True},
-        "independent VAEs: the rate is weighted by β² (the MMVM code's PolyMNIST baseline multiplies by β twice)",
-    ),
-    Difference(
-        "mixture_blocks", "even", ("moe", "mopoe"), {"mmvm-code": "remainder_last"},
-        "MoE/MoPoE stratified sampling: blocks of ⌊B/K⌋ with the remainder in the last block",
-    ),
-    Difference(
-        "posterior_scale_floor", 1e-6, NORMAL_POSTERIOR_MODELS, {"mmvm-code": 0.0, "multivae": 0.0},
-        "Gaussian posteriors: σ = exp(log_var / 2) with no floor added",
-    ),
-    Difference(
-        "latent_max_iter", 1000, EVERY_MODEL, {"mmvm-code": 10000},
-        "latent linear probe: LogisticRegression(max_iter=10000)",
-    ),
-    Difference(
-        "test_drop_last", False, EVERY_MODEL, {"mmvm-code": True},
-        "evaluation: the test split cut to a multiple of 64 (the reference's evaluation loader drops the last batch)",
-    ),
-    Difference(
-        "dreg_detach", "proper", ("mmvae_plus",), {"mmvaeplus-code": "reference"},
-        "MMVAE+ DReG: log q at the live posterior parameters (the official code's estimator)",
-    ),
-    Difference(
-        "jnf_subset_sampler", "adaptive", ("jnf", "jnf_shared"), {"multivae": "reference"},
-        "JNF subsets: fixed-step HMC (ε = 0.01) from a member's base Gaussian, its final state",
-    ),
-    Difference(
-        "amsgrad", False, ("mmvae", "mmvae_plus"), {"mmvae-code": True, "mmvaeplus-code": True},
-        "optimiser: Adam with amsgrad",
-    ),
+    # independent VAEs: the rate is weighted by β² (the MMVM code's PolyMNIST baseline multiplies by β twice)
+    Difference("beta_squared", False, ("independent",), {"mmvm-code": True}),
+    # MoE/MoPoE stratified sampling: blocks of ⌊B/K⌋ with the remainder in the last block
+    Difference("mixture_blocks", "even", ("moe", "mopoe"), {"mmvm-code": "remainder_last"}),
+    # Gaussian posteriors: σ = exp(log_var / 2) with no floor added
+    Difference("posterior_scale_floor", 1e-6, NORMAL_POSTERIOR_MODELS, {"mmvm-code": 0.0, "multivae": 0.0}),
+    # latent linear probe: LogisticRegression(max_iter=10000)
+    Difference("latent_max_iter", 1000, EVERY_MODEL, {"mmvm-code": 10000}),
+    # evaluation: the test split cut to a multiple of 64 (the reference's evaluation loader drops the last batch)
+    Difference("test_drop_last", False, EVERY_MODEL, {"mmvm-code": True}),
+    # MMVAE+ DReG: log q at the live posterior parameters (the official code's estimator)
+    Difference("dreg_detach", "proper", ("mmvae_plus",), {"mmvaeplus-code": "reference"}),
+    # JNF subsets: fixed-step HMC (ε = 0.01) from a member's base Gaussian, its final state
+    Difference("jnf_subset_sampler", "adaptive", ("jnf", "jnf_shared"), {"multivae": "reference"}),
+    # optimiser: Adam with amsgrad
+    Difference("amsgrad", False, ("mmvae", "mmvae_plus"), {"mmvae-code": True, "mmvaeplus-code": True}),
 )
 OPTIONS = {d.option: d for d in DIFFERENCES}
 # The MMVM code's evaluation batch size; its evaluation loader drops the last, incomplete batch.
@@ -125,10 +108,3 @@ def resolve(option: str, explicit: Any, reference: str | None, model: str) -> An
     if reference is not None and model in difference.models and reference in difference.values:
         return difference.values[reference]
     return difference.default
-
-
-def reference_settings(reference: str | None, model: str) -> dict[str, Any]:
-    """The rows a reference mode changes for ``model``: option -> the reference's value."""
-    if reference is None:
-        return {}
-    return {d.option: d.values[reference] for d in DIFFERENCES if reference in d.values and model in d.models}

@@ -386,6 +386,7 @@ def evaluate_run(model: MultimodalVAE | SharedLatentVAE, train_set, test_set, cf
     )
     results["classifier_accuracy"] = clf_acc
     results["config"] = cfg.to_dict()
+    results["reference_settings"] = cfg.reference_settings()
     (run_dir / "evaluation.json").write_text(json.dumps(results, indent=2))
     plot_latent_scatter(model, test_set.to(device), model.modality_names[0], run_dir / "latent_scatter.png")
     plot_conditional_grid(model, test_set.to(device), run_dir / "conditional_generation.png")

@@ -309,6 +309,20 @@ def test_options_set_for_models_they_do_not_apply_to_are_named():
         RunConfig().setting("beta")
 
 
+def test_reference_settings_list_what_a_mode_changes_for_the_model():
+    assert RunConfig(model="moe", reference="mmvm-code").reference_settings() == {
+        "mixture_blocks": "remainder_last", "posterior_scale_floor": 0.0, "latent_max_iter": 10000,
+        "test_drop_last": True,
+    }
+    assert RunConfig(model="independent", reference="mmvm-code", latent_max_iter=1000).reference_settings() == {
+        "beta_squared": True, "posterior_scale_floor": 0.0, "test_drop_last": True,
+    }
+    assert RunConfig(model="mmvae_plus", reference="mmvaeplus-code").reference_settings() == {
+        "dreg_detach": "reference", "amsgrad": True,
+    }
+    assert RunConfig(model="mmvae_plus", reference="multivae").reference_settings() == {}
+
+
 def test_reference_modes_off_keep_every_default():
     for model_name in references.EVERY_MODEL:
         cfg = RunConfig(model=model_name)
