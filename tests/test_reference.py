@@ -3,6 +3,7 @@ formula on a fixed batch with fixed noise, the MoPoE prior-expert placement agai
 named errors for bad reference settings."""
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from pyromm.data.batch import MultimodalBatch
 from pyromm.evaluation import latent_classification
 from pyromm.infer.subset_sampling import SubsetHMC
 from pyromm.reference_sampling import ReferenceSubsetHMC
-from pyromm.run import build_model, build_objective, build_schedules, evaluation_test_set, train
+from pyromm.run import build_model, build_objective, build_schedules, evaluate_run, evaluation_test_set, train
 from pyromm.train import CheckpointDir
 
 SHAPE = (1, 8, 8)
@@ -398,3 +399,15 @@ def test_mmvm_code_evaluates_on_whole_batches_of_64(size, kept):
     assert len(evaluation_test_set(RunConfig(model="mmvm"), test_set)) == size
     with pytest.raises(ConfigError, match="test_drop_last leaves no test sample of 10"):
         evaluation_test_set(RunConfig(model="mmvm", test_drop_last=True), probe_dataset(10, 0))
+
+
+def test_a_run_in_mmvm_code_mode_trains_evaluates_and_records_its_mode(tmp_path):
+    cfg = RunConfig(model="mopoe", reference="mmvm-code", dataset="digits", num_views=3, latent_dim=4, hidden=[16],
+                    epochs=1, batch_size=42, train_limit=126, test_limit=100, classifier_epochs=1,
+                    classifier_train_limit=64, eval_num_train=100)
+    trained, _, train_set, test_set = train(cfg, tmp_path, progress=False)
+    results = evaluate_run(trained, train_set, test_set, cfg, tmp_path)
+    recorded = json.loads((tmp_path / "evaluation.json").read_text())
+    assert recorded["config"]["reference"] == "mmvm-code"
+    assert recorded["reference_settings"] == results["reference_settings"] == cfg.reference_settings()
+    assert trained.scale_floor == 0.0
