@@ -5,10 +5,20 @@ only; joint-encoder models (JMVAE) can only do the latter. The test split stays 
 
     python experiments/incomplete_polymnist.py --quick --workers 2 --threads 1   # 2-core CPU, ~18 min
     python experiments/incomplete_polymnist.py --paper --device cuda
+
+--paper trains MultiVae's models in its reference mode (reference="multivae") and MMVM in the MMVM code's
+(reference="mmvm-code"); see docs/reference_differences.md.
 """
 from __future__ import annotations
 
-from pyromm.sweep import experiment_config, experiment_executor, experiment_parser, run_grid
+from pyromm.sweep import (
+    describe_references,
+    experiment_config,
+    experiment_executor,
+    experiment_parser,
+    paper_references,
+    run_grid,
+)
 
 # --quick: the CPU setting of polymnist_table3.py (MLP 512-512, Normal(σ = 0.25), 2 epochs over the kept samples).
 QUICK = dict(network="mlp", hidden=[512, 512], latent_dim=32, likelihood="normal", likelihood_scale=0.25, epochs=2,
@@ -18,6 +28,7 @@ PAPER = dict(network="resnet", latent_dim=512, epochs=300, batch_size=256, lr=1e
 MODELS = {"mvae": dict(num_random_subsets=3), "mmvae": dict(num_importance_samples=10), "mopoe_reference": {},
           "mvtcae": dict(alpha=5 / 6, beta=2.5), "mmvm": {}, "jmvae": dict(kl_warmup_epochs=2)}
 COMPLETE_ONLY = {"jmvae"}
+PAPER_REFERENCES = {m: "mmvm-code" if m == "mmvm" else "multivae" for m in MODELS}
 
 
 def main(argv=None) -> None:
@@ -27,6 +38,7 @@ def main(argv=None) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the run names and exit")
     args = p.parse_args(argv)
     base = experiment_config(args, QUICK, PAPER, dataset="polymnist")
+    modes = paper_references(args, PAPER_REFERENCES)
     configs = {}
     for model in args.models:
         for eta in args.etas:
@@ -35,7 +47,8 @@ def main(argv=None) -> None:
                     continue
                 name = f"{model}_eta{eta:g}_{'complete' if complete else 'all'}"
                 configs[name] = base.replace(model=model, keep_probability=eta, train_complete_only=complete,
-                                             **MODELS[model])
+                                             reference=modes.get(model), **MODELS[model])
+    print(describe_references(args.models, modes))
     if args.dry_run:
         print("\n".join(configs))
         return

@@ -44,7 +44,7 @@ from pyromm.evaluation.classifiers import evaluating
 from pyromm.infer.jnf import FlowPosteriorFit, flow_stage_parameters
 from pyromm.models.jnf import JNF
 from pyromm.run import build_modalities, train
-from pyromm.sweep import experiment_config, experiment_parser
+from pyromm.sweep import describe_references, experiment_config, experiment_parser, paper_references
 from pyromm.train import Stage, Trainer
 
 COMMON = dict(dataset="shapes", network="mlp", latent_dim=2, likelihood="bernoulli", beta=1.0, lr=1e-3,
@@ -55,6 +55,8 @@ PAPER = dict(COMMON, hidden=[512, 512], batch_size=128, checkpoint_every=5)
 # then long joint and flow stages). --epochs N instead splits N by RunConfig's defaults.
 STAGES = {"quick": (3, 10, 5), "paper": (30, 100, 50)}
 MODELS = ("jnf", "jnf_shared")
+# --paper: MultiVae's JNF (docs/reference_differences.md).
+PAPER_REFERENCES = {m: "multivae" for m in MODELS}
 NUM_GENERATED = 500
 
 
@@ -221,10 +223,14 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     base = experiment_config(args, QUICK, PAPER)
     stages = STAGES["paper" if args.paper else "quick"]
+    modes = paper_references(args, PAPER_REFERENCES)
     configs = {
-        f"{m}_seed{args.seed}": base.replace(model=m, **({} if args.epochs else stage_settings(m, stages)))
+        f"{m}_seed{args.seed}": base.replace(
+            model=m, reference=modes.get(m), **({} if args.epochs else stage_settings(m, stages))
+        )
         for m in MODELS
     }
+    print(describe_references(MODELS, modes))
     if args.dry_run:
         print("\n".join(configs))
         return

@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 
 from pyromm.evaluation import save_figure
 from pyromm.run import run
-from pyromm.sweep import experiment_config, experiment_parser, summarize, write_table
+from pyromm.sweep import describe_references, experiment_config, experiment_parser, summarize, write_table
 
 # Measured on a 2-core CPU shared with other jobs (one torch thread, cold caches): 9 min wall, 3.7 min of CPU time,
 # spectrograms and classifiers included; MoPoE leads both coherences after these 5 epochs.
@@ -84,6 +84,7 @@ def main(argv=None) -> None:
         )
         for m in args.models
     }
+    print(describe_references(args.models, {}))  # no published table to reproduce: pyromm's defaults
     if args.dry_run:
         print("\n".join(configs))
         return

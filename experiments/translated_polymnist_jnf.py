@@ -33,7 +33,14 @@ from pyromm.config import RunConfig
 from pyromm.data import MultimodalDataset
 from pyromm.evaluation.classifiers import evaluating
 from pyromm.run import load_data, load_run
-from pyromm.sweep import experiment_config, experiment_parser, run_grid, write_table
+from pyromm.sweep import (
+    describe_references,
+    experiment_config,
+    experiment_parser,
+    paper_references,
+    run_grid,
+    write_table,
+)
 
 QUICK = dict(network="conv", num_views=3, latent_dim=32, epochs=4, batch_size=128, lr=1e-3, train_limit=3000,
              test_limit=500, classifier_train_limit=20000, classifier_epochs=3, eval_num_train=3000)
@@ -58,6 +65,7 @@ QUICK_BETAS, PAPER_BETAS = [0.5], [0.5, 1.0, 2.5]
 BETA_FREE = {"mmvae"}
 STAGE_FIELDS = ("epochs", "second_stage_epochs", "projector_epochs")
 FLOW_MODELS = {"jnf", "jnf_shared"}
+PAPER_REFERENCES = {m: "multivae" for m in QUICK_MODELS}
 REFERENCE = {"mopoe_reference": "0.10", "mmvae": "0.10", "mmvae_plus": "0.10", "jnf": "0.17-0.18",
              "jnf_shared": "0.20-0.23"}
 
@@ -118,14 +126,16 @@ def main(argv=None) -> None:
     base = experiment_config(args, QUICK, PAPER, dataset="translated_polymnist")
     settings = PAPER_MODELS if args.paper else QUICK_MODELS
     betas = args.betas or (PAPER_BETAS if args.paper else QUICK_BETAS)
+    modes = paper_references(args, PAPER_REFERENCES)
     configs = {}
     for model, beta, blocks in grid(args.models, betas, args.paper):
-        overrides = dict(settings[model])
+        overrides = dict(settings[model], reference=modes.get(model))
         if args.epochs:  # N epochs for every model, JNF's split into stages by RunConfig's defaults
             overrides = {k: v for k, v in overrides.items() if k not in STAGE_FIELDS} | {"epochs": args.epochs}
         configs[run_name(model, beta, blocks, args.seed)] = base.replace(
             model=model, beta=beta, **overrides, **({} if blocks is None else {"flow_blocks": blocks})
         )
+    print(describe_references(args.models, modes))
     if args.dry_run:
         print("\n".join(configs))
         return

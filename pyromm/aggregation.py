@@ -29,6 +29,8 @@ from pyromm.distributions import DiagNormalMixture
 
 Mask = Mapping[str, Tensor | None]
 PriorExpert = Literal["full", "none", "all"]
+Blocks = Literal["even", "remainder_last"]
+BLOCK_RULES = ("even", "remainder_last")
 
 
 class StratifiedMixture(DiagNormalMixture):
@@ -47,6 +49,12 @@ class StratifiedMixture(DiagNormalMixture):
       position b uses the same component.
     * ``stratified=False``: k ~ Categorical(w_b) independently for every draw and sample.
 
+    ``blocks`` sets the stratified rule: ``"even"`` (default) is the quantile rule above; ``"remainder_last"``
+    is the MMVM reference code's: block k has ⌊B·w_k⌋ positions (to within 1e-4, so B/K counts exactly), in
+    component order, and the last component of positive weight also takes the remainder (at B = 128 and three
+    uniform components, blocks of 42/42/44 instead of 43/42/43). Both rules agree whenever every B·w_k is an
+    integer.
+
     ``log_prob`` is the exact mixture density (the parent's logsumexp), not that of the chosen component.
     """
 
@@ -59,9 +67,10 @@ class StratifiedMixture(DiagNormalMixture):
         log_weights: Tensor,
         stratified: bool = True,
         validate_args: bool | None = None,
+        blocks: Blocks = "even",
     ) -> None:
         super().__init__(locs, scales, log_weights, validate_args=validate_args)
-        self.stratified = stratified
+        self.stratified, self.blocks = stratified, check_blocks(blocks)
 
     def component_index(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
         """The component chosen for each sample: shape ``batch_shape`` if stratified, else ``(*sample, *batch)``."""
@@ -71,9 +80,13 @@ class StratifiedMixture(DiagNormalMixture):
         log_weights = self.log_weights
         if log_weights.dim() > 1 and not any(log_weights.stride()[:-1]):  # expanded: one row for every sample
             log_weights = log_weights[(0,) * (log_weights.dim() - 1)]
-        cdf = log_weights.exp().cumsum(-1)
-        cdf = (cdf / cdf[..., -1:]).contiguous()  # last entry exactly 1, so u_b < 1 always finds a component
-        u = (torch.arange(n, dtype=cdf.dtype, device=cdf.device) + 0.5) / n
+        if self.blocks == "remainder_last":
+            cdf = _remainder_last_ends(log_weights, n)
+            u = torch.arange(n, dtype=cdf.dtype, device=cdf.device)
+        else:
+            cdf = log_weights.exp().cumsum(-1)
+            cdf = (cdf / cdf[..., -1:]).contiguous()  # last entry exactly 1, so u_b < 1 always finds a component
+            u = (torch.arange(n, dtype=cdf.dtype, device=cdf.device) + 0.5) / n
         u = u.expand(self.batch_shape).unsqueeze(-1).contiguous()
         return torch.searchsorted(cdf, u, right=True).squeeze(-1)
 
@@ -98,7 +111,25 @@ class StratifiedMixture(DiagNormalMixture):
 
     def expand(self, batch_shape, _instance=None) -> "StratifiedMixture":
         base = super().expand(batch_shape)
-        return StratifiedMixture(base.locs, base.scales, base.log_weights, stratified=self.stratified)
+        return StratifiedMixture(base.locs, base.scales, base.log_weights, stratified=self.stratified, blocks=self.blocks)
+
+
+def check_blocks(blocks: str) -> str:
+    """``blocks`` itself if it names a stratified block rule, else a ValueError listing them."""
+    if blocks not in BLOCK_RULES:
+        raise ValueError(f"blocks must be one of {BLOCK_RULES}, got {blocks!r}")
+    return blocks
+
+
+def _remainder_last_ends(log_weights: Tensor, n: int) -> Tensor:
+    """End positions e_k = Σ_{j≤k} ⌊n·w_j⌋ of the blocks, ``(*, K)`` float64, with e_k = n from the last
+    component of positive weight on (it takes the remainder)."""
+    weights = log_weights.double().exp()
+    weights = weights / weights.sum(-1, keepdim=True)
+    ends = torch.floor(n * weights + 1e-4).cumsum(-1)
+    index = torch.arange(weights.shape[-1], device=weights.device)
+    last = torch.where(weights > 0, index, 0).amax(-1, keepdim=True)
+    return torch.where(index >= last, float(n), ends).contiguous()
 
 
 class SubsetProductMixture(StratifiedMixture):
@@ -124,9 +155,11 @@ class SubsetProductMixture(StratifiedMixture):
         log_weights: Tensor,
         stratified: bool = True,
         validate_args: bool | None = None,
+        blocks: Blocks = "even",
     ) -> None:
         self.expert_locs, self.expert_log_precisions = expert_locs, expert_log_precisions
         self.members, self.log_weights, self.stratified = members, log_weights, stratified
+        self.blocks = check_blocks(blocks)
         dist.TorchDistribution.__init__(self, log_weights.shape[:-1], expert_locs.shape[-1:], validate_args=validate_args)
 
     @property
@@ -194,16 +227,20 @@ def product_of_experts(
 
 
 def mixture_of_experts(
-    posteriors: Mapping[str, dist.Independent], mask: Mask | None = None, stratified: bool = True
+    posteriors: Mapping[str, dist.Independent],
+    mask: Mask | None = None,
+    stratified: bool = True,
+    blocks: Blocks = "even",
 ) -> StratifiedMixture:
     r"""MoE: q(z) = 1/|O| Σ_{m∈O} q_m(z), uniform over each sample's observed experts (masked ones get weight 0).
 
-    Sampling is stratified by batch position (see :class:`StratifiedMixture`): without a mask, block k of the
-    batch uses expert k; a sample with masked experts takes the same quantile rule over its observed experts
-    only (so its component is always observed).
+    Sampling is stratified by batch position (see :class:`StratifiedMixture`, whose ``blocks`` rule this
+    passes on): without a mask, block k of the batch uses expert k; a sample with masked experts takes the
+    same rule over its observed experts only (so its component is always observed).
     """
     _, locs, scales, observed = _stack(posteriors, mask)
-    return StratifiedMixture(locs, scales, _uniform_log_weights(observed, locs.dtype), stratified=stratified)
+    log_weights = _uniform_log_weights(observed, locs.dtype)
+    return StratifiedMixture(locs, scales, log_weights, stratified=stratified, blocks=blocks)
 
 
 def mixture_of_products(
@@ -212,21 +249,26 @@ def mixture_of_products(
     prior_expert: PriorExpert = "full",
     family: Sequence[Sequence[str]] | None = None,
     stratified: bool = True,
+    blocks: Blocks = "even",
+    modalities: Sequence[str] | None = None,
 ) -> SubsetProductMixture:
     r"""MoPoE: q(z) = 1/|S_b| Σ_{S∈S_b} PoE_S(z), one component per subset S of ``family`` (default :func:`subsets`).
 
     PoE_S for sample b is the product of the experts in S ∩ O_b (its observed members only). S_b is the set
     of subsets with S ∩ O_b non-empty; the other subsets get weight 0. ``prior_expert`` adds N(0, I) to the
-    product of: ``"full"`` only the subset of every modality (MultiVae / original MoPoE), ``"none"`` no subset
-    (MMVM reference), ``"all"`` every subset. Sampling is stratified over the subsets as in
-    :func:`mixture_of_experts`; a sample's draw builds only the product of its chosen subset
-    (:class:`SubsetProductMixture`).
+    product of: ``"full"`` only the subset of every modality of the model (MultiVae / original MoPoE),
+    ``"none"`` no subset (MMVM reference), ``"all"`` every subset. ``modalities`` lists the model's
+    modalities (default: the names of ``posteriors``): conditioned on a strict subset of them, the family
+    holds no subset of every modality, so with ``"full"`` no product has the prior expert (q(z | x_m) = q_m).
+    Sampling is stratified over the subsets as in :func:`mixture_of_experts` (``blocks`` rule); a sample's
+    draw builds only the product of its chosen subset (:class:`SubsetProductMixture`).
     """
     if prior_expert not in ("full", "none", "all"):
         raise ValueError(f"prior_expert must be 'full', 'none' or 'all', got {prior_expert!r}")
     names, locs, scales, observed = _stack(posteriors, mask)
     family = subsets(names) if family is None else _check_family(family, names)
-    membership, with_prior = _membership(tuple(names), tuple(family), prior_expert, locs.device)
+    everything = tuple(names) if modalities is None else _check_modalities(modalities, names)
+    membership, with_prior = _membership(tuple(names), tuple(family), prior_expert, everything, locs.device)
     if mask is None or all(mask.get(name) is None for name in names):
         # Nothing masked: one (K, E) membership and uniform weights shared by every sample, so a step costs
         # O(K·E) here, not O(B·K·E) (K = 2^M − 1 for the full family).
@@ -243,21 +285,28 @@ def mixture_of_products(
     expert_locs = torch.cat([locs, torch.zeros_like(locs[..., :1, :])], dim=-2)
     log_precisions = -2.0 * scales.log()
     log_precisions = torch.cat([log_precisions, torch.zeros_like(log_precisions[..., :1, :])], dim=-2)
-    return SubsetProductMixture(expert_locs, log_precisions, members, log_weights, stratified=stratified)
+    return SubsetProductMixture(
+        expert_locs, log_precisions, members, log_weights, stratified=stratified, blocks=blocks
+    )
 
 
 _MEMBERSHIP: dict[tuple, tuple[Tensor, Tensor]] = {}
 
 
 def _membership(
-    names: tuple[str, ...], family: tuple[tuple[str, ...], ...], prior_expert: str, device: torch.device
+    names: tuple[str, ...],
+    family: tuple[tuple[str, ...], ...],
+    prior_expert: str,
+    everything: tuple[str, ...],
+    device: torch.device,
 ) -> tuple[Tensor, Tensor]:
-    """``(K, M)`` bool, subset k holds modality m, and ``(K, 1)`` bool, subset k's product has the prior expert;
-    built once per modalities, family, prior rule and device (a host-to-device copy), then reused."""
-    key = (names, family, prior_expert, device)
+    """``(K, M)`` bool, subset k holds modality m, and ``(K, 1)`` bool, subset k's product has the prior expert
+    (``"full"``: subset k is all of ``everything``); built once per modalities, family, prior rule, model
+    modalities and device (a host-to-device copy), then reused."""
+    key = (names, family, prior_expert, everything, device)
     if key not in _MEMBERSHIP:
         membership = torch.tensor([[name in subset for name in names] for subset in family], dtype=torch.bool)
-        full = [prior_expert == "all" or (prior_expert == "full" and len(subset) == len(names)) for subset in family]
+        full = [prior_expert == "all" or (prior_expert == "full" and set(subset) == set(everything)) for subset in family]
         _MEMBERSHIP[key] = membership.to(device), torch.tensor(full, dtype=torch.bool).unsqueeze(-1).to(device)
     return _MEMBERSHIP[key]
 
@@ -315,6 +364,15 @@ def _check_family(family: Sequence[Sequence[str]], names: list[str]) -> list[tup
             raise ValueError(f"duplicate subset {subset} in the subset family")
         checked.append(subset)
     return checked
+
+
+def _check_modalities(modalities: Sequence[str], names: list[str]) -> tuple[str, ...]:
+    """``modalities`` as a tuple; ValueError when a posterior's name is not among them."""
+    modalities = tuple(modalities)
+    unknown = [name for name in names if name not in modalities]
+    if unknown:
+        raise ValueError(f"posterior {unknown[0]!r} is not one of the model's modalities {list(modalities)}")
+    return modalities
 
 
 def _observed(names: list[str], mask: Mask | None, batch_size: int, device: torch.device) -> Tensor | None:

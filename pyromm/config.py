@@ -8,6 +8,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
+from pyromm import reference as references
+
 DATASETS = ("digits", "polymnist", "translated_polymnist", "rats", "mnist_fsdd", "shapes")
 MODELS = ("independent", "mmvm", "avg", "poe", "moe", "mopoe", "mopoe_reference", "mvae", "mvtcae", "jmvae", "telbo", "mmvae", "mmvae_plus", "jnf", "jnf_shared")
 DEFAULT_ALPHA = {"mmvm": 0.0, "mvtcae": 0.1, "jmvae": 0.1}
@@ -44,7 +46,7 @@ class RunConfig:
     num_importance_samples: int = 10
     estimator: str = "dreg"
     private_dim: int | None = None
-    dreg_detach: str = "proper"
+    dreg_detach: str | None = None
     second_stage_epochs: int | None = None
     projector_epochs: int | None = None
     projector_objective: str = "dcca"
@@ -80,6 +82,14 @@ class RunConfig:
     classifier_train_limit: int | None = None
     eval_num_train: int = 10000
     latent_sampler: str | None = None
+    reference: str | None = None
+    beta_squared: bool | None = None
+    mixture_blocks: str | None = None
+    posterior_scale_floor: float | None = None
+    latent_max_iter: int | None = None
+    amsgrad: bool | None = None
+    jnf_subset_sampler: str | None = None
+    test_drop_last: bool | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -97,6 +107,18 @@ class RunConfig:
         if self.rate is not None:
             return self.rate
         return DEFAULT_RATE.get(self.model, "analytic")
+
+    def setting(self, option: str) -> Any:
+        """The value of a reference-difference option (``pyromm.reference.DIFFERENCES``): as set, else the
+        ``reference`` mode's value for this model, else pyromm's default (docs/reference_differences.md)."""
+        if option not in references.OPTIONS:
+            raise ConfigError(f"{option!r} is not a reference-difference option; options are {tuple(references.OPTIONS)}")
+        return references.resolve(option, getattr(self, option), self.reference, self.model)
+
+    def reference_settings(self) -> dict[str, Any]:
+        """The reference-difference options whose value here differs from pyromm's default: option -> value."""
+        settings = {option: self.setting(option) for option in references.OPTIONS}
+        return {k: v for k, v in settings.items() if v != references.OPTIONS[k].default}
 
     @property
     def jnf_stage_epochs(self) -> tuple[int, int, int]:
@@ -128,7 +150,7 @@ class RunConfig:
         if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
             raise ConfigError(f"alpha must lie in [0, 1], got {self.alpha}")
         _check_choice("estimator", self.estimator, ("elbo", "dreg") if self.model == "mmvae_plus" else ("dreg", "iwae"))
-        _check_choice("dreg_detach", self.dreg_detach, ("proper", "reference"))
+        self._validate_reference()
         if self.private_dim is not None and self.private_dim < 1:
             raise ConfigError(f"private_dim must be >= 1, got {self.private_dim}")
         if self.model == "mmvae_plus" and self.estimator == "elbo" and self.num_importance_samples != 1:
@@ -180,6 +202,32 @@ class RunConfig:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
         if self.network == "mlp" and any(h < 1 for h in self.hidden):
             raise ConfigError(f"hidden sizes must be >= 1, got {self.hidden}")
+
+    def _validate_reference(self) -> None:
+        """The reference mode and the options of docs/reference_differences.md."""
+        if self.reference is not None:
+            message = references.unknown_reference(self.reference) or references.unsupported_model(
+                self.reference, self.model
+            )
+            if message:
+                raise ConfigError(message)
+        for option, difference in references.OPTIONS.items():
+            value = getattr(self, option)
+            if value is not None and value != difference.default:
+                message = references.misapplied_option(option, self.model)
+                if message:
+                    raise ConfigError(message)
+        if self.dreg_detach is not None:
+            _check_choice("dreg_detach", self.dreg_detach, ("proper", "reference"))
+        if self.jnf_subset_sampler is not None:
+            _check_choice("jnf_subset_sampler", self.jnf_subset_sampler, ("adaptive", "reference"))
+        if self.mixture_blocks is not None:
+            _check_choice("mixture_blocks", self.mixture_blocks, ("even", "remainder_last"))
+        floor = self.posterior_scale_floor
+        if floor is not None and not (floor >= 0 and math.isfinite(floor)):
+            raise ConfigError(f"posterior_scale_floor must be a finite number >= 0, got {floor}")
+        if self.latent_max_iter is not None and self.latent_max_iter < 1:
+            raise ConfigError(f"latent_max_iter must be >= 1, got {self.latent_max_iter}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

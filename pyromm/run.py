@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from pyromm import likelihoods
+from pyromm import reference as references
 from pyromm.config import ConfigError, RunConfig
 from pyromm.data import (
     MultimodalDataset,
@@ -56,6 +57,7 @@ from pyromm.nn.spike import spike_decoder, spike_encoder
 from pyromm.infer.stages import Stage
 from pyromm.train import CheckpointDir, EpochWarmup, Linear, Trainer, schedule_from_config
 from pyromm.train.callbacks import EarlyStopping, TensorBoard, TrainerCallback
+from pyromm.reference_sampling import ReferenceSubsetHMC
 from pyromm.train.checkpoint import load_model_state
 from pyromm.train.distributed import data_parallel_from_env, is_main_process
 
@@ -177,7 +179,15 @@ MMVM_BASELINES = ("avg", "poe", "moe", "mopoe")
 
 
 def build_model(cfg: RunConfig, event_shapes: dict[str, tuple[int, ...]]) -> MultimodalVAE | SharedLatentVAE:
-    """The model named by ``cfg.model`` on the networks of ``cfg.network``."""
+    """The model named by ``cfg.model`` on the networks of ``cfg.network``, its Gaussian posteriors' scale
+    floor ``posterior_scale_floor`` (docs/reference_differences.md)."""
+    model = _model_of(cfg, event_shapes)
+    model.scale_floor = cfg.setting("posterior_scale_floor")
+    return model
+
+
+def _model_of(cfg: RunConfig, event_shapes: dict[str, tuple[int, ...]]) -> MultimodalVAE | SharedLatentVAE:
+    """The model of ``cfg`` as built, before the options :func:`build_model` sets."""
     torch.manual_seed(cfg.seed)
     modalities = build_modalities(cfg, event_shapes)
     if cfg.model == "mmvae":
@@ -197,7 +207,13 @@ def build_model(cfg: RunConfig, event_shapes: dict[str, tuple[int, ...]]) -> Mul
         return MVTCAE(modalities, cfg.latent_dim, cfg.alpha_value)
     if cfg.model in SHARED_AGGREGATIONS:
         scale = "modalities" if cfg.model in MMVM_BASELINES else 1.0
-        return SharedLatentVAE(modalities, cfg.latent_dim, SHARED_AGGREGATIONS[cfg.model], rate_scale=scale)
+        return SharedLatentVAE(
+            modalities,
+            cfg.latent_dim,
+            SHARED_AGGREGATIONS[cfg.model],
+            rate_scale=scale,
+            blocks=cfg.setting("mixture_blocks"),
+        )
     prior = MMVMPrior(cfg.alpha_value) if cfg.model == "mmvm" else standard_normal
     return MultimodalVAE(modalities, cfg.latent_dim, conditional_prior=prior)
 
@@ -206,7 +222,8 @@ def build_jnf(cfg: RunConfig, modalities: list[Modality]) -> JNF:
     """JNF: a joint encoder on fresh copies of the encoder networks and one MAF per modality (``flow_blocks``
     MADE blocks of 3 × ``flow_hidden`` units, conditioned on [μ_m; σ_m] with ``flow_context``). jnf_shared
     replaces each unimodal encoder by an MLP on the embedding of an MLP projector to ``projection_dim``
-    (L2-normalised for the 'infonce' objective)."""
+    (L2-normalised for the 'infonce' objective). Subsets of 2..M−1 modalities are sampled by JNF's default
+    adaptive HMC, or with ``jnf_subset_sampler='reference'`` by MultiVae's fixed-step sampler."""
     heads = {m.name: EncoderHead(build_modalities(cfg, {m.name: m.event_shape})[0].encoder) for m in modalities}
     joint_encoder = JointEncoder(heads, {n: 2 * cfg.latent_dim for n in heads}, cfg.latent_dim)
     if cfg.model == "jnf_shared":
@@ -217,7 +234,8 @@ def build_jnf(cfg: RunConfig, modalities: list[Modality]) -> JNF:
             m.encoder = ProjectedEncoder(projector, MLPEncoder(cfg.projection_dim, cfg.latent_dim, tuple(cfg.hidden)))
     context = 2 * cfg.latent_dim if cfg.flow_context else None
     flows = {m.name: maf(cfg.latent_dim, cfg.flow_blocks, cfg.flow_hidden, context_features=context) for m in modalities}
-    return JNF(modalities, cfg.latent_dim, joint_encoder, flows)
+    sampler = ReferenceSubsetHMC() if cfg.setting("jnf_subset_sampler") == "reference" else None
+    return JNF(modalities, cfg.latent_dim, joint_encoder, flows, subset_sampler=sampler)
 
 
 def build_objective(cfg: RunConfig) -> ELBOObjective:
@@ -235,21 +253,27 @@ def build_elbo(cfg: RunConfig) -> pyro.infer.ELBO:
         return StratifiedIWAE(cfg.num_importance_samples, cfg.estimator, "looser")
     if cfg.model == "mmvae_plus":
         estimator = "iwae" if cfg.estimator == "elbo" else "dreg"
-        return StratifiedIWAE(cfg.num_importance_samples, estimator, "looser", detach_guide=cfg.dreg_detach == "proper")
+        return StratifiedIWAE(cfg.num_importance_samples, estimator, "looser", detach_guide=cfg.setting("dreg_detach") == "proper")
     if cfg.model in ("jmvae", "telbo", "jnf", "jnf_shared", "mvtcae"):
         return RateELBO("analytic")
     return RateELBO(cfg.rate_mode)
 
 
 def build_schedules(cfg: RunConfig, steps_per_epoch: int) -> dict[str, Any]:
-    """β, α (MMVM) and KL warm-up: JMVAE's a(e) = min(1, e/warmup); MVAE's β ramps linearly per step."""
-    schedules: dict[str, Any] = {"beta": cfg.beta}
+    """β, α (MMVM) and KL warm-up: JMVAE's a(e) = min(1, e/warmup); MVAE's β ramps linearly per step.
+
+    With ``beta_squared`` (independent VAEs; on in the 'mmvm-code' reference mode) the schedule gives
+    hyper['beta'] = β²: the objective's rec + hyper['beta']·Σ_m KL_m is then the MMVM code's independent
+    baseline, which weights each modality's KL by β and the sum by β again.
+    """
+    beta = cfg.beta**2 if cfg.setting("beta_squared") else cfg.beta
+    schedules: dict[str, Any] = {"beta": beta}
     if cfg.model == "mmvm":
         schedules["alpha"] = schedule_from_config(cfg.alpha_schedule) if cfg.alpha_schedule else cfg.alpha_value
     if cfg.kl_warmup_epochs and cfg.model == "jmvae":
         schedules["kl_warmup"] = EpochWarmup(1.0, cfg.kl_warmup_epochs)
     elif cfg.kl_warmup_epochs:
-        schedules["beta"] = Linear(0.0, cfg.beta, cfg.kl_warmup_epochs * steps_per_epoch)
+        schedules["beta"] = Linear(0.0, beta, cfg.kl_warmup_epochs * steps_per_epoch)
     return schedules
 
 
@@ -293,6 +317,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, resume:
         model,
         build_objective(cfg),
         lr=cfg.lr,
+        optimizer_kwargs={"amsgrad": True} if cfg.setting("amsgrad") else None,
         schedules=build_schedules(cfg, train_set.num_batches(cfg.batch_size, drop_last=True)),
         stages=build_stages(cfg, model),
         batch_size=cfg.batch_size,
@@ -337,6 +362,17 @@ def coherence_classifiers(cfg: RunConfig) -> tuple[dict[str, torch.nn.Module], d
     )
 
 
+def evaluation_test_set(cfg: RunConfig, test_set: MultimodalDataset) -> MultimodalDataset:
+    """The test samples every metric sees: all of them, or with ``test_drop_last`` the first ⌊N/64⌋·64 (the MMVM
+    code's evaluation loader, batches of 64 with the last incomplete one dropped)."""
+    if not cfg.setting("test_drop_last"):
+        return test_set
+    kept = len(test_set) // references.REFERENCE_EVAL_BATCH * references.REFERENCE_EVAL_BATCH
+    if kept == 0:
+        raise ConfigError(f"test_drop_last leaves no test sample of {len(test_set)} (batches of 64)")
+    return test_set.subset(slice(0, kept))
+
+
 def evaluate_run(model: MultimodalVAE | SharedLatentVAE, train_set, test_set, cfg: RunConfig, run_dir: str | Path) -> dict[str, Any]:
     """Latent accuracy, coherence and reconstruction error; writes evaluation.json and plots.
 
@@ -344,6 +380,7 @@ def evaluate_run(model: MultimodalVAE | SharedLatentVAE, train_set, test_set, cf
     default, not ``train_limit``) and report their accuracy on the whole test split.
     """
     run_dir = Path(run_dir)
+    test_set = evaluation_test_set(cfg, test_set)
     classifiers, clf_acc = coherence_classifiers(cfg)
     device = torch.device(cfg.device)
     model.to(device)
@@ -356,9 +393,11 @@ def evaluate_run(model: MultimodalVAE | SharedLatentVAE, train_set, test_set, cf
         num_train=cfg.eval_num_train,
         generator=generator,
         latent_sampler=cfg.latent_sampler,
+        latent_max_iter=cfg.setting("latent_max_iter"),
     )
     results["classifier_accuracy"] = clf_acc
     results["config"] = cfg.to_dict()
+    results["reference_settings"] = cfg.reference_settings()
     (run_dir / "evaluation.json").write_text(json.dumps(results, indent=2))
     plot_run(model, test_set.to(device), run_dir, title=run_title(cfg.model, cfg.beta, cfg.dataset))
     return results

@@ -71,12 +71,27 @@ def experiment_config(args: argparse.Namespace, quick: Mapping[str, Any], paper:
     return RunConfig(data_root=args.data_root, device=args.device, seed=args.seed, **settings)
 
 
+def paper_references(args: argparse.Namespace, modes: Mapping[str, str]) -> dict[str, str]:
+    """The reference mode of each model (docs/reference_differences.md) under --paper, none under --quick."""
+    return dict(modes) if args.paper else {}
+
+
+def describe_references(models: Iterable[str], modes: Mapping[str, str]) -> str:
+    """One line of a script's output: the reference mode each model runs in, or that all use pyromm's defaults."""
+    models = list(models)
+    if not any(m in modes for m in models):
+        return "reference modes: none (pyromm's defaults; docs/reference_differences.md)"
+    cells = ", ".join(f"{m}: {modes.get(m, 'none')}" for m in models)
+    return f"reference modes (docs/reference_differences.md): {cells}"
+
+
 def summarize(cfg: RunConfig, results: dict[str, Any]) -> dict[str, Any]:
-    """One table row: the run's model, β, seed and η with its summary metrics."""
+    """One table row: the run's model, reference mode, β, seed and η with its summary metrics."""
     by_inputs = results.get("coherence_by_num_inputs") or {}
     return {
         "model": cfg.model,
         "dataset": cfg.dataset,
+        "reference": cfg.reference,
         "beta": cfg.beta,
         "seed": cfg.seed,
         "keep_probability": cfg.keep_probability,

@@ -31,7 +31,8 @@ def load(name):
 def test_experiment_configs_are_valid(capsys, script, extra, runs, mode):
     load(script).main([mode, "--dry-run", *extra])
     printed = capsys.readouterr().out.split("\n")
-    lines = [line for line in printed if line]
+    references, *lines = [line for line in printed if line]
+    assert references.startswith("reference modes")
     if runs is None:
         betas = 12 if mode == "--paper" else 2
         assert len(lines) == 7 * betas and lines[-1].startswith("mmvae_plus")
@@ -45,7 +46,8 @@ def test_experiment_configs_are_valid(capsys, script, extra, runs, mode):
 )
 def test_rats_experiment_configs_are_valid(capsys, mode, betas):
     load("rats").main([mode, "--dry-run", "--all-methods"])
-    lines = [line for line in capsys.readouterr().out.split("\n") if line]
+    references, *lines = [line for line in capsys.readouterr().out.split("\n") if line]
+    assert references.startswith("reference modes: none")
     models = ["independent", "avg", "poe", "mopoe", "mmvm"]
     assert lines == [f"{m}_beta{b}_seed0" for m in models for b in betas]
 
@@ -63,5 +65,25 @@ def test_rats_experiment_configs_are_valid(capsys, mode, betas):
 )
 def test_translated_polymnist_jnf_configs_are_valid(capsys, mode, runs):
     load("translated_polymnist_jnf").main([mode, "--dry-run"])
-    lines = [line for line in capsys.readouterr().out.split("\n") if line]
+    references, *lines = [line for line in capsys.readouterr().out.split("\n") if line]
+    assert references.startswith("reference modes")
     assert lines == [f"{run}_seed0" for run in runs]
+
+
+@pytest.mark.parametrize(
+    "script, extra, expected",
+    [
+        ("polymnist_beta_sweep", ["--all-methods"],
+         "independent: mmvm-code, mmvm: mmvm-code, avg: mmvm-code, poe: mmvm-code, moe: mmvm-code, "
+         "mopoe: mmvm-code, mmvae_plus: none"),
+        ("polymnist_table3", [], "mopoe_reference: multivae, mvtcae: multivae, mmvae_plus: multivae"),
+        ("incomplete_polymnist", ["--models", "mopoe_reference", "mmvm"], "mopoe_reference: multivae, mmvm: mmvm-code"),
+        ("translated_polymnist_jnf", ["--models", "jnf", "mmvae"], "jnf: multivae, mmvae: multivae"),
+        ("jnf_toy", [], "jnf: multivae, jnf_shared: multivae"),
+    ],
+)
+def test_paper_settings_name_their_reference_modes(capsys, script, extra, expected):
+    load(script).main(["--paper", "--dry-run", *extra])
+    assert capsys.readouterr().out.split("\n")[0] == f"reference modes (docs/reference_differences.md): {expected}"
+    load(script).main(["--quick", "--dry-run", *extra])
+    assert capsys.readouterr().out.startswith("reference modes: none (pyromm's defaults")

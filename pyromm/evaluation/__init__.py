@@ -83,6 +83,7 @@ def evaluate(
     joint_samples: int = 1000,
     likelihood_samples: int = 0,
     latent_sampler: str | None = None,
+    latent_max_iter: int = 1000,
 ) -> dict:
     """All metrics plus summary scalars: ``latent_acc_mean`` = mean_m latent accuracy, ``coherence_cross_mean``
     = mean over source ≠ target coherence, ``rec_nll`` = Σ_m weighted joint-reconstruction NLL,
@@ -92,8 +93,11 @@ def evaluate(
     latent means, and the importance-sampled log p(X) with ``likelihood_samples`` samples when > 0.
     With ``latent_sampler`` (``'gmm'`` or ``'maf'``), ``joint_coherence_sampler`` is the joint coherence of
     ``joint_samples`` draws of that sampler fitted on the latents of the first ``num_train`` training samples
-    (``fit_latent_sampler``): the only joint coherence of models without an unconditional prior (MMVM VAE)."""
-    latent = latent_classification(model, train, test, num_train=num_train, batch_size=batch_size)
+    (``fit_latent_sampler``): the only joint coherence of models without an unconditional prior (MMVM VAE).
+    ``latent_max_iter`` caps the latent probe's solver iterations (the MMVM code: 10000)."""
+    latent = latent_classification(
+        model, train, test, num_train=num_train, batch_size=batch_size, max_iter=latent_max_iter
+    )
     coherent = coherence(model, test, classifiers, batch_size=batch_size, generator=generator)
     reconstruction = reconstruction_error(model, test, batch_size=batch_size, generator=generator)
     by_inputs = (

@@ -20,10 +20,11 @@ MIN_SCALE = 1e-6
 class MultimodalNetworks(nn.Module):
     r"""Encoders q_m(z | x_m) and decoders p(x_m | z) of named modalities.
 
-    ``posterior='normal'``: q_m = N(loc, diag σ²) with σ = exp(log_var / 2) + 1e-6 from the encoder's
-    ``(loc, log_var)`` (the floor keeps σ > 0 where exp underflows; the references use exp(log_var / 2)).
+    ``posterior='normal'``: q_m = N(loc, diag σ²) with σ = exp(log_var / 2) + ``scale_floor`` from the
+    encoder's ``(loc, log_var)``. ``scale_floor`` is an attribute, 1e-6 by default (it keeps σ > 0 where exp
+    underflows); 0 gives the references' σ = exp(log_var / 2).
     ``posterior='laplace'``: q_m = Laplace(loc, s) with s = softmax(second output)·D + 1e-6, the scale
-    constraint of MMVAE/MMVAE+.
+    constraint of MMVAE/MMVAE+ (their 1e-6 included).
     """
 
     def __init__(self, modalities: Sequence[Modality], latent_dim: int, posterior: str = "normal") -> None:
@@ -42,6 +43,7 @@ class MultimodalNetworks(nn.Module):
         self.decoders = nn.ModuleDict({m.name: m.decoder for m in modalities})
         self.latent_dim = int(latent_dim)
         self.posterior = posterior
+        self.scale_floor = MIN_SCALE
 
     @property
     def device(self) -> torch.device:
@@ -110,7 +112,7 @@ class MultimodalNetworks(nn.Module):
         if self.posterior == "laplace":
             scale = torch.softmax(second, dim=-1) * second.shape[-1] + MIN_SCALE
             return dist.Laplace(loc, scale, validate_args=False).to_event(1)
-        return dist.Normal(loc, torch.exp(0.5 * second) + MIN_SCALE, validate_args=False).to_event(1)
+        return dist.Normal(loc, torch.exp(0.5 * second) + self.scale_floor, validate_args=False).to_event(1)
 
     def decode(self, name: str, z: Tensor) -> dist.TorchDistribution:
         """p(x_name | z) for z of shape ``(*sample, B, D)``: the decoder sees ``(N, D)``; its output, in at least

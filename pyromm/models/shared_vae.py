@@ -1,6 +1,7 @@
 """Multimodal VAEs with one shared latent: AVG, PoE/MVAE, MoE, MoPoE, MVTCAE as guide combinators."""
 from __future__ import annotations
 
+import inspect
 from functools import partial
 from typing import Callable, Mapping, Sequence
 
@@ -32,6 +33,9 @@ class SharedLatentVAE(MultimodalNetworks):
     (sites ``x_<m>``). ``rate_scale`` c multiplies β on the site ``z`` of both programs: 1, or
     ``'modalities'`` for c = M, as the MMVM reference code's joint baselines (they add the same KL once per
     modality).
+    A named combinator that takes them gets the model's modality names (so MoPoE's prior expert joins only
+    the subset of every modality of the model, whatever subset ``infer`` conditions on) and ``blocks``, the
+    stratified block rule of MoE/MoPoE (``"even"``, or the MMVM code's ``"remainder_last"``).
     """
 
     def __init__(
@@ -41,6 +45,7 @@ class SharedLatentVAE(MultimodalNetworks):
         aggregation: str | Callable = "poe",
         posterior: str = "normal",
         rate_scale: float | str = 1.0,
+        blocks: str = "even",
     ) -> None:
         super().__init__(modalities, latent_dim, posterior)
         if rate_scale != "modalities" and (isinstance(rate_scale, (bool, str)) or not rate_scale >= 0):
@@ -49,7 +54,8 @@ class SharedLatentVAE(MultimodalNetworks):
         if isinstance(aggregation, str):
             if aggregation not in AGGREGATIONS:
                 raise ValueError(f"unknown aggregation {aggregation!r}; choose from {sorted(AGGREGATIONS)}")
-            self.aggregation_name, self.aggregate = aggregation, AGGREGATIONS[aggregation]
+            self.aggregation_name = aggregation
+            self.aggregate = _bind_model_options(AGGREGATIONS[aggregation], aggregation, self.modality_names, blocks)
         else:
             self.aggregation_name, self.aggregate = getattr(aggregation, "__name__", repr(aggregation)), aggregation
 
@@ -108,3 +114,16 @@ class SharedLatentVAE(MultimodalNetworks):
 
     def config(self) -> dict:
         return {**super().config(), "aggregation": self.aggregation_name, "rate_scale": self.rate_scale}
+
+
+def _bind_model_options(aggregate: Callable, name: str, modalities: Sequence[str], blocks: str) -> Callable:
+    """``aggregate`` with the model's ``modalities`` and the ``blocks`` rule bound, where it takes them;
+    ValueError for a block rule other than ``"even"`` asked of an aggregation without blocks."""
+    accepted = inspect.signature(aggregate).parameters
+    options: dict = {"modalities": tuple(modalities)} if "modalities" in accepted else {}
+    if "blocks" in accepted:
+        options["blocks"] = aggregation.check_blocks(blocks)
+    elif blocks != "even":
+        raise ValueError(f"aggregation {name!r} has no stratified blocks; blocks={blocks!r} applies to 'moe' and 'mopoe'")
+    return partial(aggregate, **options) if options else aggregate
+
