@@ -135,7 +135,8 @@ class JointEncoderVAE(SharedLatentVAE):
             if observed is not None and not bool(observed.all()):
                 raise ValueError(
                     f"{model_name} needs complete batches: modality {name!r} is missing for "
-                    f"{int((~observed).sum())} samples"
+                    f"{int((~observed).sum())} samples; keep the complete samples only "
+                    "(pyromm.data.complete_only, or train_complete_only=True in a RunConfig)"
                 )
 
     def joint_posterior(self, batch: MultimodalBatch) -> dist.Independent:
