@@ -171,7 +171,7 @@ SHARED_AGGREGATIONS = {
     "mopoe": "mopoe_noprior",
     "mopoe_reference": "mopoe",
 }
-# The MMVM code's joint baselines sum the aggregated KL once per modality (ALGORITHMS.md §1.5).
+# The MMVM code's joint baselines sum the aggregated KL once per modality (docs/objectives.md).
 MMVM_BASELINES = ("avg", "poe", "moe", "mopoe")
 
 
