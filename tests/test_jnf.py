@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from oracles import DCCAObjective, FlowPosteriorFit, InfoNCEObjective
+from oracles import DCCAObjective, FlowPosteriorFit, InfoNCEObjective, JointELBOStage
 from pyromm.config import ConfigError, RunConfig
 from pyromm.data import MultimodalBatch, MultimodalDataset
 from pyromm.data.digits import load_digits_multiview
@@ -351,13 +351,13 @@ def gradients(loss, params):
     return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
 
 
-def assert_same_loss_and_gradients(oracle, programs, model, batch):
+def assert_same_loss_and_gradients(oracle, programs, model, batch, hyper=None):
     """The oracle's loss and RateELBO's loss / B on the programs, and every parameter's gradient, under seed 11."""
-    params, n = list(model.parameters()), batch.batch_size
+    params, n, hyper = list(model.parameters()), batch.batch_size, hyper or {}
     torch.manual_seed(11)
-    expected = oracle(model, batch, {}).loss
+    expected = oracle(model, batch, hyper).loss
     torch.manual_seed(11)
-    loss, _ = RateELBO("analytic").loss_and_terms(*programs, batch, {})
+    loss, _ = RateELBO("analytic").loss_and_terms(*programs, batch, hyper)
     torch.testing.assert_close(loss / n, expected, rtol=1e-12, atol=1e-12)
     for g_oracle, g_elbo in zip(gradients(expected, params), gradients(loss / n, params)):
         torch.testing.assert_close(g_elbo, g_oracle, rtol=1e-10, atol=1e-12)
@@ -369,10 +369,11 @@ def float64_batch(n=8):
 
 
 @pytest.mark.parametrize("projected, context", [(False, False), (True, True)])
-def test_flow_fit_programs_equal_the_oracle(projected, context):
-    model = jnf_model(projected=projected, context=context).double()
+def test_joint_and_flow_fit_programs_equal_the_oracles(projected, context):
+    model, batch = jnf_model(projected=projected, context=context).double(), float64_batch()
+    assert_same_loss_and_gradients(JointELBOStage("JNF"), (model.model, model.guide), model, batch, {"beta": 0.8})
     programs = (model.flow_fit_model, model.flow_fit_guide)
-    assert_same_loss_and_gradients(FlowPosteriorFit(), programs, model, float64_batch())
+    assert_same_loss_and_gradients(FlowPosteriorFit(), programs, model, batch)
 
 
 @pytest.mark.parametrize(
