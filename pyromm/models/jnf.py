@@ -129,7 +129,7 @@ class JNF(JointEncoderVAE):
         """z ~ q(z | X) of the joint encoder without gradient, observed under q_m(z | x_m) (site ``z|<m>``) for
         every modality m; complete batches only."""
         self.require_complete(batch)
-        pyro.module("pyromm_vae", self)
+        self.register()
         with torch.no_grad():
             z = self.joint_posterior(batch).sample()
         with pyro.plate("data", batch.batch_size):
@@ -138,7 +138,7 @@ class JNF(JointEncoderVAE):
 
     def flow_fit_guide(self, batch: MultimodalBatch, hyper: Mapping[str, float] | None = None) -> None:
         """Samples nothing: the second stage's only draw is the model's, from the frozen joint encoder."""
-        pyro.module("pyromm_vae", self)
+        self.register()
 
     def config(self) -> dict:
         flows = {name: {"context_features": flow_context_features(f)} for name, f in self.flows.items()}

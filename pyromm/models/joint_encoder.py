@@ -181,7 +181,7 @@ class JointEncoderVAE(SharedLatentVAE):
         x_m ~ p(x_m | z) scaled by w_m."""
         hyper = {} if hyper is None else hyper
         warmup = hyper.get("kl_warmup", 1.0)
-        pyro.module("pyromm_vae", self)
+        self.register()
         with pyro.plate("data", batch.batch_size):
             with scaled(warmup * hyper.get("beta", 1.0)):
                 z = pyro.sample("z", self.prior(batch))
@@ -195,14 +195,14 @@ class JointEncoderVAE(SharedLatentVAE):
         """z ~ q(z | X) of the joint encoder, scaled by a·β; complete batches only."""
         hyper = {} if hyper is None else hyper
         self.require_complete(batch)
-        pyro.module("pyromm_vae", self)
+        self.register()
         with pyro.plate("data", batch.batch_size), scaled(hyper.get("kl_warmup", 1.0) * hyper.get("beta", 1.0)):
             pyro.sample("z", self.joint_posterior(batch))
 
     def unimodal_model(self, batch: MultimodalBatch, hyper: Mapping[str, float] | None = None) -> None:
         """For each modality m: z_m ~ N(0, I) scaled by β, x_m ~ p(x_m | z_m) scaled by w_m."""
         beta = 1.0 if hyper is None else hyper.get("beta", 1.0)
-        pyro.module("pyromm_vae", self)
+        self.register()
         prior = self.prior(batch)
         with pyro.plate("data", batch.batch_size):
             for name in batch.data:
@@ -214,7 +214,7 @@ class JointEncoderVAE(SharedLatentVAE):
         """For each modality m: z_m ~ q_m(z | x_m), scaled by β; complete batches only."""
         beta = 1.0 if hyper is None else hyper.get("beta", 1.0)
         self.require_complete(batch)
-        pyro.module("pyromm_vae", self)
+        self.register()
         with pyro.plate("data", batch.batch_size), scaled(beta):
             for name, q_m in self.encode(batch).items():
                 pyro.sample(f"z_{name}", q_m)

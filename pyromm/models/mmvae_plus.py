@@ -125,7 +125,7 @@ class MMVAEPlus(SharedLatentVAE):
         """Pyro model: z, w_m ~ Laplace(0, 1) scaled by β; x_m ~ p(x_m | [w_m, z]) scaled by λ_m (w_m, x_m
         masked where x_m is missing)."""
         beta = 1.0 if hyper is None else hyper.get("beta", 1.0)
-        pyro.module("pyromm_vae", self)
+        self.register()
         with pyro.plate("data", batch.batch_size):
             with poutine.scale(scale=beta):
                 z = pyro.sample("z", self.prior(batch))
@@ -140,7 +140,7 @@ class MMVAEPlus(SharedLatentVAE):
     def guide(self, batch: MultimodalBatch, hyper: Mapping[str, float] | None = None) -> None:
         """Pyro guide: z ~ q(z | X) (mixture of the observed shared posteriors), w_m ~ q_m(w | x_m), scaled by β."""
         beta = 1.0 if hyper is None else hyper.get("beta", 1.0)
-        pyro.module("pyromm_vae", self)
+        self.register()
         parts = self.encode_parts(batch)
         with pyro.plate("data", batch.batch_size), poutine.scale(scale=beta):
             pyro.sample("z", self.aggregate({n: q_z for n, (q_z, _) in parts.items()}, batch.mask))

@@ -93,7 +93,7 @@ class SharedLatentVAE(MultimodalNetworks):
     def model(self, batch: MultimodalBatch, hyper: Mapping[str, float] | None = None) -> None:
         """z ~ N(0, I) scaled by c·β, x_m ~ p(x_m | z) scaled by w_m for the observed samples."""
         hyper = {} if hyper is None else hyper
-        pyro.module("pyromm_vae", self)
+        self.register()
         with pyro.plate("data", batch.batch_size):
             with scaled(self.rate_scale * hyper.get("beta", 1.0)):
                 z = pyro.sample("z", self.prior(batch))
@@ -108,7 +108,7 @@ class SharedLatentVAE(MultimodalNetworks):
     def guide(self, batch: MultimodalBatch, hyper: Mapping[str, float] | None = None) -> None:
         """z ~ q(z | X), scaled by c·β."""
         hyper = {} if hyper is None else hyper
-        pyro.module("pyromm_vae", self)
+        self.register()
         with pyro.plate("data", batch.batch_size), scaled(self.rate_scale * hyper.get("beta", 1.0)):
             pyro.sample("z", self.joint(batch))
 
