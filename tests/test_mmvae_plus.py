@@ -62,7 +62,8 @@ def laplace_log_density(x, loc, scale):
 
 def reference_loss(model, batch, estimator, K, detach, beta, seed):
     """−1/B Σ_b objective_b of the MMVAE+ bound (``pyromm.models.mmvae_plus``), one scalar at a time, drawing the
-    noise in the documented order. For DReG the path u ↦ w̃ u + (1 − w̃) stopgrad(u) carries w̃ on top of the surrogate's w̃ (the hook)."""
+    noise in the documented order. For DReG the path u ↦ w̃ u + (1 − w̃) stopgrad(u) carries w̃ on top of the
+    surrogate's w̃ (the hook)."""
     names = list(batch.data)
     observed = {n: batch.observed(n) if batch.observed(n) is not None else torch.ones(B, dtype=torch.bool)
                 for n in names}

@@ -33,6 +33,7 @@ from pyromm.models.base import observed_only
 from pyromm.models.modality import Modality
 from pyromm.models.shared_vae import SharedLatentVAE
 
+
 def observed_matrix(
     names: Sequence[str], mask: Mapping[str, Tensor | None] | None, batch_size: int, device: torch.device
 ) -> Tensor:

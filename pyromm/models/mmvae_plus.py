@@ -54,6 +54,7 @@ from pyromm.models.mmvae import laplace_mixture
 from pyromm.models.modality import Modality
 from pyromm.models.shared_vae import SharedLatentVAE
 
+
 def unit_laplace(shape: Sequence[int], like: Tensor) -> dist.Independent:
     """Laplace(0, 1) with the last entry of ``shape`` as event dimension, on ``like``'s device and dtype."""
     zeros = torch.zeros(*shape, dtype=like.dtype, device=like.device)
@@ -89,7 +90,8 @@ class MMVAEPlus(SharedLatentVAE):
         parts, s = {}, self.shared_dim
         for name, x in batch.data.items():
             loc, second = self.encoders[name](x)
-            parts[name] = (self.posterior_of(loc[..., :s], second[..., :s]), self.posterior_of(loc[..., s:], second[..., s:]))
+            shared_part = self.posterior_of(loc[..., :s], second[..., :s])
+            parts[name] = (shared_part, self.posterior_of(loc[..., s:], second[..., s:]))
         return parts
 
     def _encode(self, batch: MultimodalBatch) -> dict[str, dist.Independent]:
@@ -138,6 +140,7 @@ class MMVAEPlus(SharedLatentVAE):
         pyro.module("pyromm_vae", self)
         like = self.private_prior_logits[next(iter(batch.data))]
         prior_z, prior_w = unit_laplace((self.shared_dim,), like), unit_laplace((self.private_dim,), like)
+        auxiliary = {d: self.private_prior(d) for d in batch.data}
         with pyro.plate("data", batch.batch_size):
             for r in batch.data:
                 stratum = {"stratum": r}
@@ -146,7 +149,7 @@ class MMVAEPlus(SharedLatentVAE):
                         z = pyro.sample(f"z@{r}", prior_z, infer=dict(stratum))
                         w = pyro.sample(f"w@{r}", prior_w, infer=dict(stratum))
                     for d, x in batch.data.items():
-                        private = w if d == r else self.private_prior(d).rsample(z.shape[:-1])
+                        private = w if d == r else auxiliary[d].rsample(z.shape[:-1])
                         with observed_only(batch.observed(d)), scaled(self.modalities[d].weight):
                             likelihood = self.decode(d, torch.cat([private, z], -1))
                             pyro.sample(f"x_{d}@{r}", likelihood, obs=x, infer=dict(stratum))
