@@ -38,7 +38,7 @@ def observed_matrix(
     names: Sequence[str], mask: Mapping[str, Tensor | None] | None, batch_size: int, device: torch.device
 ) -> Tensor:
     """``(B, M)`` bool, True where modality ``names[m]`` of sample b is observed; ValueError for a sample with none
-    under Pyro validation (a host sync; the trainer turns validation off, its datasets having no such sample)."""
+    under Pyro validation (a host sync; the Trainer's ``validate=False`` skips it)."""
     full = torch.ones(batch_size, dtype=torch.bool, device=device)
     columns = [full if mask is None or mask.get(n) is None else mask[n].to(device) for n in names]
     observed = torch.stack(columns, dim=-1)
@@ -55,13 +55,13 @@ def laplace_mixture(
 ) -> dist.TorchDistribution:
     r"""q(z | X_S) = 1/|S ∩ O_b| Σ_{m ∈ S ∩ O_b} q_m(z | x_m) of Laplace experts of batch shape ``(B,)``.
 
-    A single expert observed everywhere is returned as is; otherwise a ``MixtureSameFamily`` whose masked
+    A single expert without a mask is returned as is; otherwise a ``MixtureSameFamily`` whose masked
     components have weight 0 (and placeholder parameters 0/1).
     """
     names = list(posteriors)
     first = posteriors[names[0]]
     observed = observed_matrix(names, mask, first.batch_shape[0], first.base_dist.loc.device)
-    if len(names) == 1 and bool(observed.all()):
+    if len(names) == 1 and (mask is None or mask.get(names[0]) is None):
         return first
     keep = observed.unsqueeze(-1)
     locs = torch.stack([posteriors[n].base_dist.loc for n in names], dim=-2)
