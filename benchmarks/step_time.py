@@ -116,7 +116,7 @@ def pyromm_side(name: str, args) -> tuple[torch.nn.Module, object]:
     trainable = {id(p) for p in stages[-1].trainable(model)}
     for p in model.parameters():
         p.requires_grad_(id(p) in trainable)
-    return model, stages[-1].objective
+    return model, as_objective(stages[-1].objective)
 
 
 def loss_and_grads(loss_fn, params: list[torch.nn.Parameter]) -> tuple[float, list[torch.Tensor | None]]:

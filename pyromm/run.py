@@ -258,11 +258,12 @@ def build_elbo(cfg: RunConfig) -> pyro.infer.ELBO:
     """The ``pyro.infer.ELBO`` of :func:`build_objective`."""
     if cfg.objective == "pyro":
         return pyro.infer.Trace_ELBO()
-    if cfg.model == "mmvae":
-        return StratifiedIWAE(cfg.num_importance_samples, cfg.estimator, "looser")
+    if cfg.model == "mmvae":  # its programs nest one plate, 'data': no trial run to find it
+        return StratifiedIWAE(cfg.num_importance_samples, cfg.estimator, "looser", max_plate_nesting=1)
     if cfg.model == "mmvae_plus":
         estimator = "iwae" if cfg.estimator == "elbo" else "dreg"
-        return StratifiedIWAE(cfg.num_importance_samples, estimator, "looser", detach_guide=cfg.setting("dreg_detach") == "proper")
+        detach = cfg.setting("dreg_detach") == "proper"
+        return StratifiedIWAE(cfg.num_importance_samples, estimator, "looser", detach, max_plate_nesting=1)
     if cfg.model in ("jmvae", "telbo", "jnf", "jnf_shared", "mvtcae"):
         return RateELBO("analytic")
     return RateELBO(cfg.rate_mode)

@@ -22,6 +22,7 @@ from pyromm.data.missing import drop_modalities
 from pyromm.infer import DReG, ELBOObjective, IWAE, RateELBO
 from pyromm.run import build_model, build_objective, build_stages
 from pyromm.train import Trainer
+from pyromm.train.trainer import as_objective
 
 SYNC_METHODS = ("item", "__bool__", "__float__", "__int__", "__index__", "tolist", "cpu", "numpy", "nonzero")
 TINY = dict(dataset="digits", latent_dim=4, hidden=[16], batch_size=16, flow_hidden=8, flow_blocks=1)
@@ -123,6 +124,7 @@ def syncs_in_step(model, objective, params, batch) -> Counter[str]:
         p.requires_grad_(True)
     optimizer = torch.optim.Adam(params, lr=1e-3)
     counter = SyncCounter()
+    objective = as_objective(objective)
 
     def step():
         optimizer.zero_grad(set_to_none=True)
