@@ -113,7 +113,8 @@ def _with_component_dim(d: Distribution) -> Distribution:
             f"rate='jensen' bounds KL against a mixture for Independent Normal or Laplace distributions over a "
             f"vector, got {_describe(d)}; use rate='mc'"
         )
-    return _family(base)(base.loc.unsqueeze(-2), base.scale.unsqueeze(-2), validate_args=False).to_event(1)
+    family = _family(base)(base.loc.unsqueeze(-2), base.scale.unsqueeze(-2), validate_args=False)
+    return torch.distributions.Independent(family, 1)
 
 
 def _weighted(weights: Tensor, kl: Tensor) -> Tensor:
@@ -166,9 +167,15 @@ def _jensen_posterior_diag_mixture(q: DiagNormalMixture, p: Distribution) -> Ten
 @register_jensen(dist.Independent, dist.MaskedMixture)
 def _jensen_masked_mixture(q: Distribution, p: dist.MaskedMixture) -> Tensor:
     r"""Pyro's two-component MaskedMixture: the KL to the component each sample's mask selects (exact)."""
-    if type(p.component0) is not type(p.component1):
+    if _family(p.component0) is None or _family(p.component0) is not _family(p.component1):
         raise RateModeError(
             f"rate='jensen' needs mixture components of one family, got {_describe(p.component0)} and "
             f"{_describe(p.component1)}; use rate='mc'"
         )
     return torch.where(p.mask, analytic_kl(q, p.component1), analytic_kl(q, p.component0))
+
+
+@register_jensen(dist.Independent, dist.ExpandedDistribution)
+def _jensen_expanded(q: Distribution, p: dist.ExpandedDistribution) -> Tensor:
+    r"""A mixture that a plate broadcast: the bound against the mixture itself, broadcast to the plate's shape."""
+    return jensen_kl(q, p.base_dist).expand(p.batch_shape)

@@ -160,7 +160,9 @@ def observed_only(observed: Tensor | None) -> ContextManager:
     return nullcontext() if observed is None else poutine.mask(mask=observed)
 
 
-def scaled(scale: float) -> ContextManager:
-    """poutine.scale by ``scale`` >= 0; a zero scale (β at the start of a warm-up) masks the sites instead, since
-    Pyro's scale must be positive."""
+def scaled(scale: float | Tensor) -> ContextManager:
+    """poutine.scale by ``scale`` >= 0; a zero number (β at the start of a warm-up) masks the sites instead, since
+    Pyro's scale must be positive. A tensor scale (per-run hypers of vectorised runs) is used as it is."""
+    if isinstance(scale, Tensor):
+        return poutine.scale(scale=scale)
     return poutine.mask(mask=False) if scale == 0 else poutine.scale(scale=scale)

@@ -101,7 +101,7 @@ class MMVAE(SharedLatentVAE):
     def model(self, batch: MultimodalBatch, hyper: Mapping[str, float] | None = None) -> None:
         """Per source r (stratum r, masked where x_r is missing): z@r ~ p(z); x_d@r ~ p(x_d | z@r) for every d,
         scaled by λ_d and masked where x_d is missing."""
-        pyro.module("pyromm_vae", self)
+        self.register()
         with pyro.plate("data", batch.batch_size):
             for r in batch.data:
                 with observed_only(batch.observed(r)):
@@ -110,7 +110,7 @@ class MMVAE(SharedLatentVAE):
 
     def guide(self, batch: MultimodalBatch, hyper: Mapping[str, float] | None = None) -> None:
         """Per source r (stratum r, masked where x_r is missing): z@r ~ q_r(z | x_r), scored by q(z | X)."""
-        pyro.module("pyromm_vae", self)
+        self.register()
         posteriors = self.encode(batch)
         mixture = laplace_mixture(posteriors, batch.mask)
         with pyro.plate("data", batch.batch_size):

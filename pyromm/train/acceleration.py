@@ -1,12 +1,11 @@
-"""Speed-ups of the training step: ``torch.compile`` of the objective and bf16 autocast (opt-in), and
+"""Speed-ups of the training step: ``torch.compile`` of the networks and bf16 autocast (opt-in), and
 flushing denormal floats on a CPU (on by default).
 
-* :class:`CompiledObjective`: ``objective(model, batch, hyper)`` compiled with ``torch.compile``. Its first
-  call runs eagerly: that fills torch's KL-dispatch cache (``torch.distributions.kl``), whose first lookup
-  dynamo cannot trace, so the later calls compile into graphs without breaks. It pays where a step is bound
-  by per-kernel overhead (small networks, on a GPU above all); the first compiled call takes seconds to
-  minutes. Random draws inside a compiled graph come from inductor's generator, so they differ from eager
-  ones unless ``torch._inductor.config.fallback_random`` is set.
+* :func:`compile_networks`: every encoder, decoder and joint encoder of the model compiled in place
+  (``nn.Module.compile``), each into one graph. The objective itself stays eager: it runs the model's Pyro
+  programs, whose effect handlers dynamo cannot trace without breaking the graph at every sample site, and
+  its tensor work (densities of diagonal Gaussians, a logsumexp) is small next to the networks'. It pays where
+  a step is bound by per-kernel overhead (small networks, on a GPU above all); the first call takes seconds.
 * :func:`autocast`: the objective's forward pass under ``torch.autocast(device, bfloat16)``; the backward
   pass and the optimizer stay outside. The models compute their distribution parameters in at least float32
   (``pyromm.models.base.at_least_float32``), so only the networks run in bf16.
@@ -18,31 +17,30 @@ flushing denormal floats on a CPU (on by default).
 from __future__ import annotations
 
 import contextlib
-from typing import ContextManager, Iterator, Mapping
+from typing import ContextManager, Iterator
 
 import torch
 from torch import nn
 
-from pyromm.data.batch import MultimodalBatch
-from pyromm.infer.objective import Objective, ObjectiveOutput
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16}
 
 
-class CompiledObjective:
-    """``objective`` compiled with ``torch.compile(backend=backend)``; the first call runs eagerly (see the
-    module docstring)."""
+NETWORK_GROUPS = ("encoders", "decoders", "joint_encoder")
 
-    def __init__(self, objective: Objective, backend: str = "inductor") -> None:
-        self.objective = objective
-        self.compiled = torch.compile(objective, backend=backend)
-        self.warm = False
 
-    def __call__(self, model: nn.Module, batch: MultimodalBatch, hyper: Mapping[str, float]) -> ObjectiveOutput:
-        if not self.warm:
-            self.warm = True
-            return self.objective(model, batch, hyper)
-        return self.compiled(model, batch, hyper)
+def compile_networks(model: nn.Module, backend: str = "inductor") -> list[nn.Module]:
+    """Compile in place (``nn.Module.compile``) each network of ``model``'s ``encoders`` and ``decoders`` and its
+    ``joint_encoder``; returns the compiled modules. Parameters and state dicts are unchanged."""
+    compiled = []
+    for group in NETWORK_GROUPS:
+        networks = getattr(model, group, None)
+        if networks is None:
+            continue
+        for network in networks.values() if isinstance(networks, nn.ModuleDict) else [networks]:
+            network.compile(backend=backend)
+            compiled.append(network)
+    return compiled
 
 
 def denormals_flushed() -> bool:

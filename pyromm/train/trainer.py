@@ -70,7 +70,7 @@ from pyromm.train.checkpoint import (
     restore_rng_state,
 )
 from pyromm.train.distributed import DataParallel
-from pyromm.train.acceleration import CompiledObjective, autocast, check_autocast, flushing_denormals
+from pyromm.train.acceleration import autocast, check_autocast, compile_networks, flushing_denormals
 from pyromm.train.callbacks import STOP_SCOPES, StepLog, TrainerCallback, check_callbacks, state_keys
 from pyromm.train.logging import MetricsLog
 from pyromm.train.optimizers import PyroStageOptimizer, StageOptimizer, TorchStageOptimizer, optimizer_class
@@ -116,8 +116,8 @@ class Trainer:
 
     Data live on ``device`` for the whole run when they fit in ``resident_fraction`` of its free memory
     (CUDA), else each batch is copied there as it is drawn (``pyromm.train.placement``). ``compile`` (True:
-    inductor, or a ``torch.compile`` backend name) trains with each stage's objective compiled by
-    ``torch.compile``; ``autocast='bf16'`` runs the objective's
+    inductor, or a ``torch.compile`` backend name) compiles the model's networks in place when ``fit`` starts
+    (``pyromm.train.acceleration.compile_networks``); ``autocast='bf16'`` runs the objective's
     forward pass under bf16 autocast (``pyromm.train.acceleration``). Pyro validation is off in the loop.
     ``flush_denormals`` (default on) reads float32 values below ~1.2e-38 as zero while training on a CPU,
     where denormal arithmetic is many times slower (``pyromm.train.acceleration.flushing_denormals``).
@@ -206,7 +206,6 @@ class Trainer:
         self.callbacks = check_callbacks(callbacks)
         if log_every_steps and self.run_dir is not None and not any(isinstance(c, StepLog) for c in self.callbacks):
             self.callbacks.insert(0, StepLog())
-        self._compiled: dict[int, CompiledObjective] = {}
         self.user_config = dict(config or {})
         self.generator = torch.Generator()
         self.optimizer: StageOptimizer | None = None
@@ -289,6 +288,8 @@ class Trainer:
     def fit(self, train: MultimodalDataset, val: MultimodalDataset | None = None) -> list[dict[str, Any]]:
         """Train over every stage; return one metrics row per epoch (the whole run's, when resumed)."""
         model = self.model.to(self.device)
+        if self.compile:
+            compile_networks(model, self.compile)
         if self.distributed is not None:
             self.distributed.broadcast_module(model)
         train = resident(train, self.device, self.resident_fraction)
@@ -578,7 +579,6 @@ class Trainer:
         """
         stage = self.stages[self.stage_index]
         objective = self._objective_of(stage)
-        step_objective = self._step_objective(objective)
         progress, self._progress = self._progress or _Progress(), None
         progress.generator = self.generator.get_state()
         skip = self.on_nonfinite == "skip"
@@ -595,7 +595,7 @@ class Trainer:
                 hyper = self._hyper(epoch)
                 self.optimizer.zero_grad()
                 with autocast(self.device, self.autocast):
-                    out = step_objective(self.model, batch, hyper)
+                    out = objective(self.model, batch, hyper)
                 _check_output(out)
                 if not out.gradients_done:
                     out.loss.backward()
@@ -648,14 +648,6 @@ class Trainer:
         row.update({f"train/{k}": v for k, v in zip(terms, values)})
         row.update({f"hyper/{k}": v for k, v in hyper.items()})
         return row
-
-    def _step_objective(self, objective: Objective) -> Objective:
-        """The objective the training steps call: compiled once per objective with ``compile``, else itself."""
-        if not self.compile:
-            return objective
-        if id(objective) not in self._compiled:
-            self._compiled[id(objective)] = CompiledObjective(objective, self.compile)
-        return self._compiled[id(objective)]
 
     def _evaluate(self, objective: Objective, data: MultimodalDataset, hyper: Mapping[str, float]) -> dict[str, float]:
         """Sample-weighted mean loss and terms over ``data`` in eval mode, without gradients (data-parallel: over
