@@ -150,11 +150,13 @@ def test_no_sync_in_a_training_step(digits, name):
 
 @pytest.mark.parametrize(
     "elbo",
-    [RateELBO("analytic"), RateELBO("mc"), IWAE(num_particles=3), DReG(num_particles=3), pyro.infer.Trace_ELBO()],
-    ids=["rate-analytic", "rate-mc", "iwae", "dreg", "trace-elbo"],
+    [RateELBO("analytic"), RateELBO("mc"), IWAE(num_particles=3), DReG(num_particles=3)],
+    ids=["rate-analytic", "rate-mc", "iwae", "dreg"],
 )
 def test_no_sync_in_a_step_of_the_generic_elbos(digits, elbo):
-    """The generic ELBOs, Pyro's Trace_ELBO (the general path) included, on a PoE model's programs."""
+    """The generic ELBOs on a PoE model's programs: the general path of any program that follows the site
+    conventions. (Pyro's own Trace_ELBO reads the loss on the host to warn about NaNs: RateELBO('mc') is the
+    same objective without that.)"""
     cfg = RunConfig(**{**TINY, "model": "poe"})
     model = build_model(cfg, digits.event_shapes)
     batch = digits.batch(slice(0, cfg.batch_size))

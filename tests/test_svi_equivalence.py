@@ -34,7 +34,7 @@ def test_svi_trains_the_model_and_its_loss_is_the_trainers(digits, name):
     pyro.set_rng_seed(5)
     svi = SVI(model.model, model.guide, pyro.optim.Adam({"lr": 1e-3}), loss=build_elbo(cfg))
     first = svi.step(batch, hyper)
-    torch.testing.assert_close(torch.tensor(first / batch.batch_size), trainer_loss.detach().double(), rtol=1e-5, atol=1e-5)
+    assert first / batch.batch_size == pytest.approx(trainer_loss.item(), rel=1e-5, abs=1e-5)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     losses = [svi.step(batch, hyper) for _ in range(3)]
     assert all(torch.isfinite(torch.tensor(losses)))
