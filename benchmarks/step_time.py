@@ -7,11 +7,12 @@ and decoder modules. Models (MMVM-code baselines: AVG/PoE/MoE/MoPoE sum their KL
 
     independent, mmvm-jensen, mmvm-mc, avg, poe, moe, mopoe, mopoe_reference (subset-averaged KL, prior
     expert in the full subset), mvae (PoE + prior expert, full set + singletons, k = 0), mvtcae, jmvae,
-    mmvae-dreg, mmvae-iwae (looser bound, K = 10), mmvae_plus (ELBO, K = 1), jnf_stage2 (JNF's second stage:
-    the unimodal encoders and MAF flows fitted to draws of the frozen joint encoder, ``FlowPosteriorFit``)
+    mmvae-dreg, mmvae-iwae (looser bound, K = 10), mmvae_plus (ELBO, K = 1), telbo_stage2 (TELBO's second stage:
+    the unimodal ELBOs on the unimodal encoders, the rest frozen), jnf_stage2 (JNF's second stage: the unimodal
+    encoders and MAF flows fitted to draws of the frozen joint encoder, the model's flow-fit programs)
 
 and, on the general path a user-written prior or model takes, ``mmvm-pyro``: the same MMVM model trained by
-``PyroELBO`` (Pyro's ``Trace_ELBO`` over the model's own ``model``/``guide`` programs, encoders cached), whose
+Pyro's ``Trace_ELBO`` over the model's own ``model``/``guide`` programs (encoders shared), whose
 Monte Carlo rate is the hand-written ``mmvm`` 'mc' rate (no target: it measures what Pyro's tracing costs).
 
 A model trained in stages (JNF) is timed in its last stage, as ``pyromm train`` runs it: that stage's objective,
@@ -43,13 +44,14 @@ from functools import partial
 from pathlib import Path
 
 import pyro
+import pyro.infer
 import torch
 
 import handwritten as hw  # benchmarks/handwritten.py and common.py, next to this script
 from common import add_run_options, clock, flush_denormals, machine, timed
 from pyromm.config import NETWORKS, RunConfig
 from pyromm.data import MultimodalBatch
-from pyromm.infer import PyroELBO
+from pyromm.infer import ELBOObjective
 from pyromm.run import build_model, build_objective, build_stages
 
 IMAGE_SHAPE = (3, 28, 28)
@@ -83,10 +85,11 @@ MODELS = {
         {"model": "mmvae_plus", "num_importance_samples": 1, "estimator": "elbo"},
         partial(hw.mmvae_plus, beta=BETA),
     ),
+    "telbo_stage2": ({"model": "telbo"}, partial(hw.independent, beta=BETA)),
     "jnf_stage2": ({"model": "jnf"}, hw.jnf_flows),
     "mmvm-pyro": ({"model": "mmvm", "rate": "mc"}, partial(hw.mmvm, beta=BETA, rate="mc")),
 }
-GENERAL_PATH = {"mmvm-pyro"}  # trained by PyroELBO over the model's Pyro programs, not its built-in objective
+GENERAL_PATH = {"mmvm-pyro"}  # trained by Pyro's Trace_ELBO over the model's Pyro programs, not its built-in ELBO
 
 
 def pyromm_side(name: str, args) -> tuple[torch.nn.Module, object]:
@@ -106,14 +109,14 @@ def pyromm_side(name: str, args) -> tuple[torch.nn.Module, object]:
     )
     model = build_model(cfg, {f"m{i}": IMAGE_SHAPE for i in range(args.views)}).to(args.device)
     if name in GENERAL_PATH:
-        return model, PyroELBO()
+        return model, ELBOObjective(pyro.infer.Trace_ELBO())
     stages = build_stages(cfg, model)
     if stages is None:
-        return model, build_objective(cfg)
+        return model, ELBOObjective(build_objective(cfg))
     trainable = {id(p) for p in stages[-1].trainable(model)}
     for p in model.parameters():
         p.requires_grad_(id(p) in trainable)
-    return model, stages[-1].objective
+    return model, as_objective(stages[-1].objective)
 
 
 def loss_and_grads(loss_fn, params: list[torch.nn.Parameter]) -> tuple[float, list[torch.Tensor | None]]:

@@ -9,7 +9,7 @@ the log-variance head drawn so that σ_m spans 0.05–1 over the dimensions, lik
 dimensions of a trained VAE). |S| = 2, so the JNF reference's prior power (once) and the product of experts
 (|S| − 1) agree; π is Gaussian and its closed form (``SubsetTarget.closed_form``) is the ground truth.
 
-* reference: ``pyromm.infer.hmc.reference_hmc``, MultiVae's JNF sampler as ALGORITHMS.md §3.4 describes it:
+* reference: ``pyromm.infer.hmc.reference_hmc``, MultiVae's JNF sampler:
   the data replicated N times (N chains per sample), chains started at a draw of a random member's Gaussian,
   100 HMC steps of 10 leapfrog steps with ε = 0.01, identity mass, no adaptation, and the encoders re-run at
   every one of the 100 · 11 gradient evaluations. MultiVae keeps each chain's final state: N draws per sample.
@@ -54,7 +54,7 @@ with warnings.catch_warnings():
 
 T = TypeVar("T")
 SUBSET = ("m0", "m1")
-MCMC_STEPS, N_LF, EPS = 100, 10, 0.01  # MultiVae's encode() defaults (ALGORITHMS.md §3.4)
+MCMC_STEPS, N_LF, EPS = 100, 10, 0.01  # MultiVae's encode() defaults
 
 
 def make_encoders(latent_dim: int, device: torch.device) -> dict[str, MLPEncoder]:

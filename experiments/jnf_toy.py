@@ -41,9 +41,10 @@ from pyromm.data import MultimodalBatch, MultimodalDataset
 from pyromm.data.shapes import is_full, shape_width
 from pyromm.evaluation import coherence, distribution_mean, latent_classification, save_figure
 from pyromm.evaluation.classifiers import evaluating
-from pyromm.infer.jnf import FlowPosteriorFit, flow_stage_parameters
+from pyromm.infer import ELBOObjective, RateELBO
+from pyromm.infer.stages import flow_stage_parameters
 from pyromm.models.jnf import JNF
-from pyromm.run import build_modalities, train
+from pyromm.run import build_modalities, default_jnf_sampler, train
 from pyromm.sweep import describe_references, experiment_config, experiment_parser, paper_references
 from pyromm.train import Stage, Trainer
 
@@ -83,15 +84,16 @@ def gaussian_twin(model: JNF, cfg: RunConfig) -> JNF:
     fresh = build_modalities(cfg, {name: m.event_shape for name, m in model.modalities.items()})
     modalities = [dataclasses.replace(m, decoder=model.decoders[m.name]) for m in fresh]
     identity = {m.name: Permutation(torch.arange(cfg.latent_dim)) for m in fresh}
-    return JNF(modalities, cfg.latent_dim, model.joint_encoder, identity)
+    return JNF(modalities, cfg.latent_dim, model.joint_encoder, identity, default_jnf_sampler())
 
 
 def fit_gaussian_twin(model: JNF, cfg: RunConfig, train_set: MultimodalDataset, progress: bool) -> JNF:
     """The Gaussian twin fitted by JNF's stage-2 objective for as many epochs as ``model``'s flows."""
     twin = gaussian_twin(model, cfg)
     flows = cfg.jnf_stage_epochs[2]
-    stage = Stage("gaussian-posteriors", flows, FlowPosteriorFit(), flow_stage_parameters)
-    Trainer(twin, FlowPosteriorFit(), lr=cfg.lr, batch_size=cfg.batch_size, stages=[stage], device=cfg.device,
+    objective = ELBOObjective(RateELBO("analytic"), twin.flow_fit_model, twin.flow_fit_guide)
+    stage = Stage("gaussian-posteriors", flows, objective, flow_stage_parameters)
+    Trainer(twin, objective, lr=cfg.lr, batch_size=cfg.batch_size, stages=[stage], device=cfg.device,
             seed=cfg.seed, progress=progress).fit(train_set)
     return twin
 

@@ -22,7 +22,7 @@ from pyromm.sweep import (
 # split), 2 epochs (938 steps); see that script for why the paper's Laplace(0.75) is not learnable on a CPU budget.
 QUICK = dict(network="mlp", hidden=[512, 512], latent_dim=32, likelihood="normal", likelihood_scale=0.25, epochs=2,
              batch_size=128, lr=1e-3, test_limit=1000, classifier_epochs=3, eval_num_train=10000)
-# MultiVae reproductions (ALGORITHMS.md §5.1, §5.3, §4.2): latent 512, batch 256, Adam 1e-3, Laplace(0.75).
+# MultiVae reproductions: latent 512, batch 256, Adam 1e-3, Laplace(0.75).
 PAPER = dict(network="resnet", latent_dim=512, epochs=300, batch_size=256, lr=1e-3, classifier_epochs=10, checkpoint_every=5)
 MODELS = {
     "mopoe_reference": dict(beta=2.5),

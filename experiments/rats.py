@@ -5,7 +5,7 @@
     python experiments/rats.py --dry-run                        # the run names, no data needed
 
 Needs the Dryad files (doi:10.7280/D14X30) under <data root>/rats/ (see `pyromm data prepare rats`); when
-they are missing the script says so and stops. Settings of the MMVM rats code (ALGORITHMS.md §2.4, §1.7):
+they are missing the script says so and stops. Settings of the MMVM rats code:
 2-D latents; networks d→d→d→D and D→d→d→d with LeakyReLU (network 'spike_mlp'); its summed squared error
 as a Normal likelihood with σ² = 1/2 (−log p = Σ (x − μ)² + const); Adam 1e-3, batch 128, 999 epochs; α = 0
 for MMVM; the joint baselines' rate is β·M·KL. Split: pyromm.data.rats (20% of the paired trials per odour

@@ -7,7 +7,7 @@ Reference conditional coherence (one modality to another): JNF 0.17-0.18, JNF-Sh
 0.20-0.23, MoPoE, MMVAE and MMVAE+ 0.10 (random digit association). --quick is far too small to reproduce it;
 it runs every model through the same path and reports.
 
---paper (JNF paper, App. E.3, and ALGORITHMS.md §3.5-3.6): 5 views, ResNet networks, latent 200 (MMVAE 100 with
+--paper (JNF paper, App. E.3): 5 views, ResNet networks, latent 200 (MMVAE 100 with
 K = 10; MMVAE+ 32 shared + 32 private with K = 10), Adam 1e-3, batch 128, β ∈ {0.5, 1, 2.5} (MMVAE's objective
 ignores β: one run); JNF and JNF-Shared with 3 MADE blocks, plus 2 blocks at β = 0.5 (the table's rows). The
 paper trains "until convergence"; here 10% of the training split is held out and each stage keeps its epoch of

@@ -26,7 +26,7 @@ from pyromm.data.shapes import load_shapes
 from pyromm.evaluation import evaluate, plot_run, run_title, train_modality_classifiers
 import pyro.infer
 
-from pyromm.infer import ELBOObjective, RateELBO, StratifiedIWAE, jnf_stages, telbo_stages
+from pyromm.infer import ELBOObjective, RateELBO, StratifiedIWAE, SubsetHMC, jnf_stages, telbo_stages
 from pyromm.models import (
     MVAE,
     MVTCAE,
@@ -174,7 +174,7 @@ SHARED_AGGREGATIONS = {
     "mopoe": "mopoe_noprior",
     "mopoe_reference": "mopoe",
 }
-# The MMVM code's joint baselines sum the aggregated KL once per modality (ALGORITHMS.md §1.5).
+# The MMVM code's joint baselines sum the aggregated KL once per modality (docs/objectives.md).
 MMVM_BASELINES = ("avg", "poe", "moe", "mopoe")
 
 
@@ -218,12 +218,19 @@ def _model_of(cfg: RunConfig, event_shapes: dict[str, tuple[int, ...]]) -> Multi
     return MultimodalVAE(modalities, cfg.latent_dim, conditional_prior=prior)
 
 
-def build_jnf(cfg: RunConfig, modalities: list[Modality]) -> JNF:
+def default_jnf_sampler() -> SubsetHMC:
+    """JNF's posterior given 1 < |S| < M modalities as the reference samples it: batched HMC on
+    log π_S = Σ_{m∈S} log q_m(z | x_m) − log p(z), one chain of 100 warm-up transitions of 10 leapfrog steps per
+    sample, its final state the draw."""
+    return SubsetHMC(num_samples=1, num_warmup=100, num_chains=1, num_leapfrog=10, prior_power="once")
+
+
+def build_jnf(cfg: RunConfig, modalities: list[Modality], subset_sampler=None) -> JNF:
     """JNF: a joint encoder on fresh copies of the encoder networks and one MAF per modality (``flow_blocks``
     MADE blocks of 3 × ``flow_hidden`` units, conditioned on [μ_m; σ_m] with ``flow_context``). jnf_shared
     replaces each unimodal encoder by an MLP on the embedding of an MLP projector to ``projection_dim``
-    (L2-normalised for the 'infonce' objective). Subsets of 2..M−1 modalities are sampled by JNF's default
-    adaptive HMC, or with ``jnf_subset_sampler='reference'`` by MultiVae's fixed-step sampler."""
+    (L2-normalised for the 'infonce' objective). ``subset_sampler`` (subsets of 2..M−1 modalities) defaults to
+    :func:`default_jnf_sampler`, or with ``jnf_subset_sampler='reference'`` to MultiVae's fixed-step sampler."""
     heads = {m.name: EncoderHead(build_modalities(cfg, {m.name: m.event_shape})[0].encoder) for m in modalities}
     joint_encoder = JointEncoder(heads, {n: 2 * cfg.latent_dim for n in heads}, cfg.latent_dim)
     if cfg.model == "jnf_shared":
@@ -234,8 +241,10 @@ def build_jnf(cfg: RunConfig, modalities: list[Modality]) -> JNF:
             m.encoder = ProjectedEncoder(projector, MLPEncoder(cfg.projection_dim, cfg.latent_dim, tuple(cfg.hidden)))
     context = 2 * cfg.latent_dim if cfg.flow_context else None
     flows = {m.name: maf(cfg.latent_dim, cfg.flow_blocks, cfg.flow_hidden, context_features=context) for m in modalities}
-    sampler = ReferenceSubsetHMC() if cfg.setting("jnf_subset_sampler") == "reference" else None
-    return JNF(modalities, cfg.latent_dim, joint_encoder, flows, subset_sampler=sampler)
+    if subset_sampler is None:
+        reference = cfg.setting("jnf_subset_sampler") == "reference"
+        subset_sampler = ReferenceSubsetHMC() if reference else default_jnf_sampler()
+    return JNF(modalities, cfg.latent_dim, joint_encoder, flows, subset_sampler)
 
 
 def build_objective(cfg: RunConfig) -> ELBOObjective:
@@ -249,11 +258,12 @@ def build_elbo(cfg: RunConfig) -> pyro.infer.ELBO:
     """The ``pyro.infer.ELBO`` of :func:`build_objective`."""
     if cfg.objective == "pyro":
         return pyro.infer.Trace_ELBO()
-    if cfg.model == "mmvae":
-        return StratifiedIWAE(cfg.num_importance_samples, cfg.estimator, "looser")
+    if cfg.model == "mmvae":  # its programs nest one plate, 'data': no trial run to find it
+        return StratifiedIWAE(cfg.num_importance_samples, cfg.estimator, "looser", max_plate_nesting=1)
     if cfg.model == "mmvae_plus":
         estimator = "iwae" if cfg.estimator == "elbo" else "dreg"
-        return StratifiedIWAE(cfg.num_importance_samples, estimator, "looser", detach_guide=cfg.setting("dreg_detach") == "proper")
+        detach = cfg.setting("dreg_detach") == "proper"
+        return StratifiedIWAE(cfg.num_importance_samples, estimator, "looser", detach, max_plate_nesting=1)
     if cfg.model in ("jmvae", "telbo", "jnf", "jnf_shared", "mvtcae"):
         return RateELBO("analytic")
     return RateELBO(cfg.rate_mode)

@@ -6,6 +6,7 @@ and gradients under the same random draws.
 from __future__ import annotations
 
 import itertools
+import math
 from itertools import combinations
 from typing import Mapping, Sequence
 
@@ -496,6 +497,8 @@ def projections(model, batch: MultimodalBatch) -> dict[str, Tensor]:
             raise ValueError(f"modality {name!r} has no projector; the model projects {sorted(projectors)}")
         out[name] = projectors[name](batch.data[name])
     return out
+
+
 def _pairwise(losses: Mapping[tuple[str, str], Tensor], prefix: str) -> ObjectiveOutput:
     terms = {f"{prefix}/{a}-{b}": v.detach() for (a, b), v in losses.items()}
     return ObjectiveOutput(sum(losses.values()), terms)

@@ -72,3 +72,13 @@ def test_step_time_checks_both_sides_agree_and_marks_the_general_path(run):
     for r in rows.values():  # the script raises unless the losses agree to 1e-4; the same draws give the same loss
         assert r["loss_err"] < 1e-6 and r["grad_err"] < 1e-4
         assert r["ratio"] == pytest.approx(r["pyromm_ms"] / r["torch_ms"])
+
+
+def test_step_time_of_the_joint_encoder_family_agrees_with_the_hand_written_steps(run):
+    models = ["jmvae", "telbo_stage2", "jnf_stage2"]
+    result = run("step_time", ["--network", "mlp", "--models", *models, "--batch-size", "8", "--latent-dim", "4",
+                               "--steps", "1", "--rounds", "1", "--warmup", "0"])
+    rows = {r["model"]: r for r in result["rows"]}
+    assert set(rows) == set(models)
+    for r in rows.values():
+        assert r["loss_err"] < 1e-6 and r["grad_err"] < 1e-4 and not r["general_path"]

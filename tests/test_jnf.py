@@ -1,4 +1,5 @@
-"""JNF / JNF-Shared: stages, projector objectives against hand computations, best-model reload, subset inference."""
+"""JNF / JNF-Shared: stages, the flow-fit and projector programs against the oracles and hand computations,
+best-model reload, subset inference."""
 import math
 from itertools import combinations
 
@@ -7,18 +8,18 @@ import pytest
 import torch
 from torch import nn
 
+from oracles import DCCAObjective, FlowPosteriorFit, InfoNCEObjective, JointELBOStage
 from pyromm.config import ConfigError, RunConfig
 from pyromm.data import MultimodalBatch, MultimodalDataset
 from pyromm.data.digits import load_digits_multiview
 from pyromm.distributions import FlowConfigError, maf
-from pyromm.infer import SubsetHMC
-from pyromm.infer.jnf import FlowPosteriorFit, jnf_stages
+from pyromm.infer import ELBOObjective, ProjectorPretraining, RateELBO, SubsetHMC, jnf_stages
 from pyromm.infer.objective import ObjectiveOutput
-from pyromm.infer.projectors import DCCAObjective, InfoNCEObjective, cca_loss, info_nce_loss, projections
+from pyromm.infer.projectors import cca_loss, info_nce_loss, projections
 from pyromm.likelihoods import Laplace
 from pyromm.models import JNF, JointEncoder, Modality, ProjectedEncoder, UnimodalFlowPosterior
 from pyromm.nn import MLPDecoder, MLPEncoder
-from pyromm.run import run
+from pyromm.run import build_jnf, build_modalities, default_jnf_sampler, run
 from pyromm.train import EpochWarmup, Stage, Trainer, load_checkpoint
 
 D, DIM, EMB = 3, 5, 4
@@ -69,11 +70,11 @@ def fit(model, stages, **options):
 @pytest.mark.parametrize("projected, context", [(False, False), (True, True)])
 def test_flow_stage_leaves_joint_encoder_and_decoders_bit_identical(projected, context):
     model = jnf_model(projected=projected, context=context)
-    stages = jnf_stages(model, 1, 1, *((InfoNCEObjective(0.5), 1) if projected else ()))
+    stages = jnf_stages(model, 1, 1, *(("infonce", 1, 0.5) if projected else ()))
     fit(model, stages[:-1]).fit(dataset_of())
     before = {name: snapshot(getattr(model, name)) for name in ("joint_encoder", "decoders", "encoders", "flows")}
     history = fit(model, stages[-1:]).fit(dataset_of())
-    assert history[0]["stage"] == "jnf-flows" and {f"train/nll/{n}" for n in NAMES} <= set(history[0])
+    assert history[0]["stage"] == "jnf-flows" and {f"train/rec/z|{n}" for n in NAMES} <= set(history[0])
     for part in ("joint_encoder", "decoders"):
         after = getattr(model, part).state_dict()
         assert all(torch.equal(before[part][k], after[k]) for k in after), part
@@ -86,7 +87,7 @@ def test_flow_stage_leaves_joint_encoder_and_decoders_bit_identical(projected, c
 
 def test_stages_of_jnf_shared_and_their_checks():
     model = jnf_model(projected=True)
-    stages = jnf_stages(model, 2, 3, DCCAObjective(), 1)
+    stages = jnf_stages(model, 2, 3, "dcca", 1)
     assert [(s.name, s.epochs, s.reset_optimizer) for s in stages] == [
         ("jnf-projectors", 1, True),
         ("jnf-joint", 2, True),
@@ -96,16 +97,28 @@ def test_stages_of_jnf_shared_and_their_checks():
     assert projector_ids == {id(p) for m in model.projectors.values() for p in m.parameters()}
     assert not projector_ids & {id(p) for p in stages[2].trainable(model)}
     with pytest.raises(ValueError, match="modality 'a' has none"):
-        jnf_stages(jnf_model(), 1, 1, DCCAObjective(), 1)
+        jnf_stages(jnf_model(), 1, 1, "dcca", 1)
     with pytest.raises(ValueError, match="epochs_projectors >= 1"):
-        jnf_stages(model, 1, 1, DCCAObjective(), 0)
+        jnf_stages(model, 1, 1, "dcca", 0)
+    with pytest.raises(ValueError, match="unknown projector objective 'cca'"):
+        jnf_stages(model, 1, 1, "cca", 1)
+    with pytest.raises(TypeError, match="JNF trains a JNF, got Linear"):
+        jnf_stages(nn.Linear(1, 1), 1, 1)
+
+
+FLOW_FIT = RateELBO("analytic")
+
+
+def flow_fit(model, batch):
+    """The trainer's loss of JNF's second stage on ``batch``."""
+    return ELBOObjective(FLOW_FIT, model.flow_fit_model, model.flow_fit_guide)(model, batch, {})
 
 
 def test_flow_fit_with_identity_flows_is_the_gaussian_negative_log_likelihood():
     """Identity-initialised flows: −log q_m(z | x_m) = −log N(z; μ_m, σ_m²), z ~ q(z | X)."""
     model, batch = jnf_model(), dataset_of().batch(slice(0, 6))
     torch.manual_seed(3)
-    out = FlowPosteriorFit()(model, batch, {})
+    out = flow_fit(model, batch)
     torch.manual_seed(3)
     with torch.no_grad():
         z = model.joint_posterior(batch).sample()
@@ -202,12 +215,18 @@ def test_dcca_loss_is_minus_the_total_canonical_correlation():
     assert cca_loss(x1, x2, r1=1e-3, r2=2e-3).item() == pytest.approx(-ridge, abs=1e-6)
 
 
+def pretraining_loss(model, batch, objective, **options):
+    """The trainer's loss of JNF-Shared's projector stage on ``batch``."""
+    pretraining = ProjectorPretraining(model, objective, **options)
+    return ELBOObjective(RateELBO("analytic"), pretraining.model, pretraining.guide)(model, batch, {})
+
+
 def test_dcca_objective_sums_the_pairwise_losses():
     model, batch = jnf_model(projected=True), dataset_of().batch(slice(0, 16))
-    out = DCCAObjective(r1=1e-2, r2=1e-3)(model, batch, {})
+    out = pretraining_loss(model, batch, "dcca", r1=1e-2, r2=1e-3)
     g = {n: model.projectors[n](batch.data[n]) for n in NAMES}
     for a, b in combinations(NAMES, 2):
-        torch.testing.assert_close(out.terms[f"cca/{a}-{b}"], cca_loss(g[a], g[b], 1e-2, 1e-3).detach())
+        torch.testing.assert_close(out.terms[f"factor/cca/{a}-{b}"], cca_loss(g[a], g[b], 1e-2, 1e-3).detach())
     torch.testing.assert_close(out.loss.detach(), sum(out.terms.values()))
     with pytest.raises(ValueError, match="same N >= 2"):
         cca_loss(g["a"][:1], g["b"][:1])
@@ -225,7 +244,7 @@ def test_info_nce_matches_the_formula_by_hand():
         total += -math.log(math.exp(sims[positive]) / sum(math.exp(s) for s in sims.values()))
     assert info_nce_loss(e1, e2, tau).item() == pytest.approx(total / 6, rel=1e-5)
     model, batch = jnf_model(projected=True), dataset_of().batch(slice(0, 5))
-    out = InfoNCEObjective(tau)(model, batch, {})
+    out = pretraining_loss(model, batch, "infonce", temperature=tau)
     g = {n: model.projectors[n](batch.data[n]) for n in NAMES}
     expected = sum(info_nce_loss(g[a], g[b], tau) for a, b in combinations(NAMES, 2))
     torch.testing.assert_close(out.loss, expected)
@@ -288,6 +307,10 @@ def test_bad_inputs_are_named():
         model.infer(masked, ["a", "b"])
     with pytest.raises(ConfigError, match="each needs >= 1"):
         RunConfig(model="jnf_shared", epochs=3, second_stage_epochs=2)
+    with pytest.raises(TypeError, match="JNF needs a subset sampler"):
+        JNF(list(model.modalities.values()), D, model.joint_encoder, dict(model.flows), None)
+    with pytest.raises(ValueError, match="projector pretraining needs a projector for every modality; modality 'a' has none"):
+        ProjectorPretraining(model)
 
 
 # ----------------------------------------------------------------------------------------------- pyromm run
@@ -317,3 +340,58 @@ def test_projector_pretraining_refuses_incomplete_batches():
     masked = MultimodalBatch(batch.data, {"b": torch.tensor([True, True, False, True])})
     with pytest.raises(ValueError, match="projector pretraining needs complete batches: modality 'b' is missing for 1"):
         projections(model, masked)
+
+
+# ----------------------------------------------------------------------------------------------- against the oracles
+
+
+def gradients(loss, params):
+    """d loss / d p for every parameter, zero where the loss does not depend on p."""
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+
+
+def assert_same_loss_and_gradients(oracle, programs, model, batch, hyper=None):
+    """The oracle's loss and RateELBO's loss / B on the programs, and every parameter's gradient, under seed 11."""
+    params, n, hyper = list(model.parameters()), batch.batch_size, hyper or {}
+    torch.manual_seed(11)
+    expected = oracle(model, batch, hyper).loss
+    torch.manual_seed(11)
+    loss, _ = RateELBO("analytic").loss_and_terms(*programs, batch, hyper)
+    torch.testing.assert_close(loss / n, expected, rtol=1e-12, atol=1e-12)
+    for g_oracle, g_elbo in zip(gradients(expected, params), gradients(loss / n, params)):
+        torch.testing.assert_close(g_elbo, g_oracle, rtol=1e-10, atol=1e-12)
+
+
+def float64_batch(n=8):
+    batch = dataset_of().batch(slice(0, n))
+    return MultimodalBatch({k: v.double() for k, v in batch.data.items()})
+
+
+@pytest.mark.parametrize("projected, context", [(False, False), (True, True)])
+def test_joint_and_flow_fit_programs_equal_the_oracles(projected, context):
+    model, batch = jnf_model(projected=projected, context=context).double(), float64_batch()
+    assert_same_loss_and_gradients(JointELBOStage("JNF"), (model.model, model.guide), model, batch, {"beta": 0.8})
+    programs = (model.flow_fit_model, model.flow_fit_guide)
+    assert_same_loss_and_gradients(FlowPosteriorFit(), programs, model, batch)
+
+
+@pytest.mark.parametrize(
+    "objective, oracle",
+    [
+        ("dcca", DCCAObjective(r1=1e-2, r2=1e-3)),
+        ("infonce", InfoNCEObjective(0.3)),
+    ],
+)
+def test_projector_pretraining_programs_equal_the_oracles(objective, oracle):
+    model = jnf_model(projected=True).double()
+    pretraining = ProjectorPretraining(model, objective, temperature=0.3, r1=1e-2, r2=1e-3)
+    assert_same_loss_and_gradients(oracle, (pretraining.model, pretraining.guide), model, float64_batch(16))
+
+
+def test_build_jnf_defaults_to_the_reference_subset_sampler():
+    cfg = RunConfig(**TINY, model="jnf", epochs=2)
+    shapes = {"m0": (64,), "m1": (64,)}
+    model = build_jnf(cfg, build_modalities(cfg, shapes))
+    assert model.subset_sampler == default_jnf_sampler() == SubsetHMC(1, 100, 1, 10, "once")
+    assert build_jnf(cfg, build_modalities(cfg, shapes), CHEAP_HMC).subset_sampler is CHEAP_HMC

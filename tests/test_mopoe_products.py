@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pyromm.aggregation import SubsetProductMixture, mixture_of_products, subsets
-from pyromm.infer.divergences import jensen_kl, selected_component_kl
+from pyromm.infer.rates import jensen_kl, selected_component_kl
 from pyromm.infer.iwae import detach_parameters
 
 B, D = 9, 3

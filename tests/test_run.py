@@ -113,7 +113,7 @@ def test_models_train_on_incomplete_data(tmp_path, model):
 
 def test_joint_encoder_models_refuse_incomplete_batches(tmp_path):
     cfg = RunConfig(model="jmvae", epochs=1, keep_probability=0.5, **TINY)
-    with pytest.raises(ValueError, match="JMVAE needs complete batches: modality 'm1' is missing"):
+    with pytest.raises(ValueError, match="JointEncoderVAE needs complete batches: modality 'm1' is missing .* train_complete_only=True"):
         train(cfg, tmp_path, progress=False)
 
 

@@ -1,5 +1,5 @@
 """Hippocampal spike counts of five rats (Shahbaba et al., 2022; Dryad doi:10.7280/D14X30), one modality per
-rat, windowed and paired across rats as in the MMVM rats code (ALGORITHMS.md §2).
+rat, windowed and paired across rats as in the MMVM rats code.
 
 Files, per rat ``r`` in :data:`RATS`, under ``<root>/rats/<r>/``:
 

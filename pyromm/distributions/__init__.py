@@ -3,6 +3,7 @@ from pyromm.distributions.fixed_scale import FixedScaleLaplace, FixedScaleNormal
 from pyromm.distributions.flows import FlowConfigError, FlowPosterior, MAFSampler, maf
 from pyromm.distributions.gaussian_mixture import GaussianMixtureSampler
 from pyromm.distributions.mixture import DiagNormalMixture
+from pyromm.distributions.stratum import MixtureStratum
 
 __all__ = ["DiagNormalMixture", "FixedScaleLaplace", "FixedScaleNormal", "FlowConfigError", "FlowPosterior",
-    "GaussianMixtureSampler", "MAFSampler", "maf"]
+    "GaussianMixtureSampler", "MAFSampler", "MixtureStratum", "maf"]

@@ -6,7 +6,7 @@ The pushed-forward density is, by the change of variables,
     log q(z) = log p_base(f(z)) + log |det ∂f(z)/∂z|,
 
 and sampling inverts the flow: u ~ p_base, z = f^{-1}(u). JNF's unimodal posteriors use an encoder
-Gaussian as p_base and an unconditional f_m (ALGORITHMS.md §3.1); a context-conditioned flow f(z; c)
+Gaussian as p_base and an unconditional f_m; a context-conditioned flow f(z; c)
 takes an embedding c of x_m into its MADE networks.
 """
 from __future__ import annotations

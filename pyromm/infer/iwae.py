@@ -120,6 +120,13 @@ class ParticleELBO(TermsELBO):
         model_trace, guide_trace = run_pair(model, guide, args, kwargs, plate)
         check_pairing(model_trace, guide_trace)
         require_rsample(guide_trace, type(self).__name__)
+        for name, site in sample_sites(guide_trace):
+            if getattr(site["fn"], "stratified", False):
+                raise SiteError(
+                    f"{type(self).__name__} needs i.i.d. particles of q, but guide site {name!r} is a stratified "
+                    "mixture whose draws at a batch position all come from one component; build the aggregate with "
+                    "stratified=False"
+                )
         return model_trace, guide_trace, dim
 
     def site_log_weights(self, model_trace, guide_trace, dim: int):

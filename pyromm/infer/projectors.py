@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from itertools import combinations
+from typing import Mapping
 
 import pyro
 import torch
@@ -88,34 +89,62 @@ PROJECTOR_OBJECTIVES = ("dcca", "infonce")
 
 
 class ProjectorPretraining:
-    r"""Programs whose ELBO is the projectors' loss: ``model`` holds one ``pyro.factor`` per pair of modalities,
-    −B · cca_loss(g_m(x_m), g_{m'}(x_{m'})) (sites ``cca/<m>-<m'>``) or −B · info_nce_loss(..., τ) (``nce/...``),
-    so that the trainer's per-sample loss is Σ_{m<m'} loss_{m,m'}; ``guide`` samples nothing.
+    r"""Programs whose ELBO is the projectors' loss (``docs/objectives.md``, JNF-Shared).
+
+    ``model`` holds one ``pyro.factor`` per unordered pair of modalities m < m', with log factor
+    −B · cca_loss(g_m(x_m), g_{m'}(x_{m'}); r1, r2, top_k, eps) (``objective='dcca'``, sites ``cca/<m>-<m'>``) or
+    −B · info_nce_loss(g_m(x_m), g_{m'}(x_{m'}); τ) (``'infonce'``, sites ``nce/<m>-<m'>``), so that an ELBO's loss
+    divided by the batch size B (the trainer's loss) is Σ_{m<m'} loss_{m,m'}; ``guide`` samples nothing.
+    ``network`` must have a projector g_m (``network.projectors``) for each of its (at least two) modalities.
     """
 
     def __init__(
-        self, network, objective: str = "dcca", temperature: float = 0.1, r1: float = 1e-3, r2: float = 1e-3
+        self,
+        network,
+        objective: str = "dcca",
+        temperature: float = 0.1,
+        r1: float = 1e-3,
+        r2: float = 1e-3,
+        top_k: int | None = None,
+        eps: float = 1e-9,
     ) -> None:
         if objective not in PROJECTOR_OBJECTIVES:
             raise ValueError(f"unknown projector objective {objective!r}; choose from {PROJECTOR_OBJECTIVES}")
         if not (math.isfinite(temperature) and temperature > 0):
             raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
-        if r1 < 0 or r2 < 0:
-            raise ValueError(f"DCCA needs r1, r2 >= 0, got r1={r1}, r2={r2}")
+        if r1 < 0 or r2 < 0 or not eps > 0:
+            raise ValueError(f"DCCA needs r1, r2 >= 0 and eps > 0, got r1={r1}, r2={r2}, eps={eps}")
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
+        names = list(network.modality_names)
+        if len(names) < 2:
+            raise ValueError(f"projector pretraining pairs modalities; the model has only {names}")
+        missing = [n for n in names if n not in network.projectors]
+        if missing:
+            raise ValueError(
+                f"projector pretraining needs a projector for every modality; modality {missing[0]!r} has none "
+                "(wrap its encoder in pyromm.models.ProjectedEncoder)"
+            )
         self.network, self.objective = network, objective
-        self.temperature, self.r1, self.r2 = float(temperature), float(r1), float(r2)
+        self.temperature, self.r1, self.r2, self.top_k, self.eps = float(temperature), float(r1), float(r2), top_k, float(eps)
 
     def pair_loss(self, h1: Tensor, h2: Tensor) -> Tensor:
+        """The loss of one pair of projections: cca_loss or info_nce_loss."""
         if self.objective == "dcca":
-            return cca_loss(h1, h2, self.r1, self.r2)
+            return cca_loss(h1, h2, self.r1, self.r2, self.top_k, self.eps)
         return info_nce_loss(h1, h2, self.temperature)
 
-    def model(self, batch: MultimodalBatch, hyper=None) -> None:
+    def model(self, batch: MultimodalBatch, hyper: Mapping[str, float] | None = None) -> None:
+        """One factor −B · loss_{m,m'} per pair of modalities."""
         pyro.module("pyromm_vae", self.network)
         g = projections(self.network, batch)
         prefix = "cca" if self.objective == "dcca" else "nce"
         for a, b in combinations(g, 2):
             pyro.factor(f"{prefix}/{a}-{b}", -batch.batch_size * self.pair_loss(g[a], g[b]))
 
-    def guide(self, batch: MultimodalBatch, hyper=None) -> None:
+    def guide(self, batch: MultimodalBatch, hyper: Mapping[str, float] | None = None) -> None:
+        """Samples nothing."""
         pyro.module("pyromm_vae", self.network)
+
+    def __repr__(self) -> str:
+        return f"ProjectorPretraining({self.objective!r})"

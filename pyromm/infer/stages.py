@@ -5,6 +5,9 @@
 * JNF and JNF-Shared (Senellart & Allassonnière 2025): (JNF-Shared) the projectors g_m, then the joint ELBO,
   then the unimodal flow posteriors fitted to joint-posterior draws with the rest frozen.
 
+Every stage's objective is ``RateELBO('analytic')`` on a pair of the model's own programs
+(``docs/objectives.md``).
+
 Each stage starts with a fresh optimizer; later stages must leave what earlier ones trained unchanged, so the
 stages' parameter sets are disjoint (ValueError naming the overlap otherwise).
 """
@@ -18,6 +21,8 @@ from torch import nn
 from pyromm.infer.objective import ELBOObjective
 from pyromm.infer.projectors import ProjectorPretraining
 from pyromm.infer.rate_elbo import RateELBO
+from pyromm.models.jnf import JNF
+from pyromm.models.joint_encoder import JointEncoderVAE
 
 
 @dataclass(frozen=True)
@@ -75,9 +80,23 @@ def check_disjoint(model_name: str, groups: dict[str, Iterable[nn.Parameter]]) -
                 raise ValueError(f"{model_name}: the {group} share a parameter with the {owner[id(p)]}")
 
 
-def telbo_stages(model, epochs_joint: int, epochs_unimodal: int) -> list[Stage]:
+def check_joint_elbo(model, method: str) -> None:
+    """TypeError unless ``model`` is of the family ``method`` trains; ValueError when its joint programs carry
+    JMVAE's unimodal KL terms (α > 0), which the joint stage must not have."""
+    family = JNF if method == "JNF" else JointEncoderVAE
+    if not isinstance(model, family):
+        raise TypeError(f"{method} trains a {family.__name__}, got {type(model).__name__}")
+    if model.alpha != 0:
+        raise ValueError(
+            f"{method}'s joint stage is the ELBO without unimodal KL terms, but the model has alpha={model.alpha}; "
+            "build it with alpha=0"
+        )
+
+
+def telbo_stages(model: JointEncoderVAE, epochs_joint: int, epochs_unimodal: int) -> list[Stage]:
     """TELBO's two stages: ``RateELBO('analytic')`` on the joint programs (``model.model``/``model.guide``), then on
     the unimodal programs (``model.unimodal_model``/``model.unimodal_guide``) with the rest frozen."""
+    check_joint_elbo(model, "TELBO")
     check_disjoint(
         "TELBO",
         {"joint encoder and decoders": joint_stage_parameters(model), "unimodal encoders": unimodal_stage_parameters(model)},
@@ -94,7 +113,7 @@ def telbo_stages(model, epochs_joint: int, epochs_unimodal: int) -> list[Stage]:
 
 
 def jnf_stages(
-    model,
+    model: JNF,
     epochs_joint: int,
     epochs_flows: int,
     projector_objective: str | None = None,
@@ -104,6 +123,7 @@ def jnf_stages(
     """JNF's stages (joint ELBO, then the flow posteriors by ``model.flow_fit_model``/``flow_fit_guide``); with
     ``projector_objective`` ('dcca' or 'infonce') JNF-Shared's, preceded by ``epochs_projectors`` epochs of
     projector pretraining."""
+    check_joint_elbo(model, "JNF")
     if (projector_objective is None) != (epochs_projectors == 0):
         raise ValueError(
             f"give a projector objective together with epochs_projectors >= 1, got {projector_objective!r} "
@@ -117,6 +137,7 @@ def jnf_stages(
             "unimodal encoders and flows": flow_stage_parameters(model),
         },
     )
+    pretraining = None if projector_objective is None else ProjectorPretraining(model, projector_objective, temperature)
     stages = [
         Stage("jnf-joint", epochs_joint, ELBOObjective(RateELBO("analytic")), joint_stage_parameters),
         Stage(
@@ -126,8 +147,7 @@ def jnf_stages(
             flow_stage_parameters,
         ),
     ]
-    if projector_objective is not None:
-        pretraining = ProjectorPretraining(model, projector_objective, temperature)
+    if pretraining is not None:
         objective = ELBOObjective(RateELBO("analytic"), pretraining.model, pretraining.guide)
         stages.insert(0, Stage("jnf-projectors", epochs_projectors, objective, projector_parameters))
     return stages

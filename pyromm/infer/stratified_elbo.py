@@ -3,7 +3,7 @@ r"""Stratified K-sample bounds for a mixture posterior q(z | X) = 1/|O| Σ_r q_r
 The guide draws K samples from each component r (a *stratum*: its sites carry ``infer={"stratum": r}``) and
 scores them under the whole mixture; the model decodes each stratum's draws with every decoder. Per stratum r
 and sample b the log-weights lw_{r,k} are the sums of the stratum's model and guide terms (``pyromm.infer.iwae``).
-A stratum is kept for sample b where its guide sites are unmasked (O_b, the observed modalities).
+A stratum is kept for sample b where any of its sites is unmasked (O_b, the observed modalities).
 
 * ``bound='looser'``: mean over kept r of the per-stratum estimator over k (MMVAE's and MMVAE+'s default);
 * ``bound='tight'``: the estimator over all kept (r, k) pooled.
@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from pyromm.infer.iwae import ParticleELBO, hook_weights, importance_weights, iwae_bound
-from pyromm.infer.traces import SiteError
+from pyromm.infer.traces import SiteError, sample_sites
 
 ESTIMATORS = ("iwae", "dreg")
 BOUNDS = ("looser", "tight")
@@ -50,7 +50,6 @@ class StratifiedIWAE(ParticleELBO):
     def terms(self, model, guide, *args, **kwargs) -> tuple[Tensor, dict[str, Tensor]]:
         model_trace, guide_trace, dim = self.particle_traces(model, guide, args, kwargs)
         lw: dict = {}
-        kept: dict = {}
         draws: dict = {}
         terms: dict[str, Tensor] = {}
         for key, stratum, value, guide_site in self.site_log_weights(model_trace, guide_trace, dim):
@@ -63,10 +62,9 @@ class StratifiedIWAE(ParticleELBO):
             terms[key] = terms.get(key, 0.0) - value.detach().mean(0).sum()
             if guide_site is not None:
                 draws.setdefault(stratum, []).append(guide_site)
-                if stratum not in kept:
-                    kept[stratum] = _unmasked(guide_site, value.shape[-1], value.device)
         strata = list(draws)
         stacked = torch.stack([lw[r] for r in strata], dim=1)  # (K, R, B)
+        kept = _kept_strata((guide_trace, model_trace), stacked.shape[-1], stacked.device)
         keep = torch.stack([kept[r] for r in strata])  # (R, B)
         objective, bound = self._reduce(stacked, keep, [draws[r] for r in strata], dim)
         terms["iwae"] = bound.sum()
@@ -95,6 +93,18 @@ class StratifiedIWAE(ParticleELBO):
         else:
             per_stratum = iwae_bound(lw)
         return _mean_kept(per_stratum, keep), _mean_kept(iwae_bound(lw.detach()), keep)
+
+
+def _kept_strata(traces, batch_size: int, device: torch.device) -> dict:
+    """stratum -> ``(B,)`` bool: where some site of the stratum, in either trace, is unmasked. A source the sample
+    does not observe masks all its sites; β = 0 (``scaled(0)``) masks the rate sites only, keeping the stratum."""
+    kept: dict = {}
+    for trace in traces:
+        for _, site in sample_sites(trace):
+            stratum = site["infer"].get("stratum")
+            unmasked = _unmasked(site, batch_size, device)
+            kept[stratum] = unmasked if stratum not in kept else kept[stratum] | unmasked
+    return kept
 
 
 def _unmasked(site: dict, batch_size: int, device: torch.device) -> Tensor:

@@ -6,7 +6,7 @@ The target of a subset S of modalities is
 
 with c = |S| − 1 (``prior_power='subset'``, the product of experts: if q_m(z | x_m) ∝ p(x_m | z) p(z) and
 the modalities are conditionally independent given z, π_S ∝ p(z | x_S)), c = 1 (``prior_power='once'``, the
-reference JNF code, which divides by the prior once whatever |S|, ALGORITHMS.md §3.4; both agree for |S| = 2)
+reference JNF code, which divides by the prior once whatever |S|; both agree for |S| = 2)
 or c = 0 (``prior_power='none'``, the product of the experts alone: JMVAE's analytic subset rule).
 
 Every member log q_m is a closure over encoder outputs computed once (``from_posteriors`` / ``from_model``),

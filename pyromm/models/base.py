@@ -5,6 +5,7 @@ from contextlib import nullcontext
 from typing import ContextManager, Sequence
 
 import torch
+import pyro
 import pyro.distributions as dist
 from pyro import poutine
 from torch import Tensor, nn
@@ -101,6 +102,11 @@ class MultimodalNetworks(nn.Module):
         """q_m(z | x_m) for each modality in the batch (see the class docstring for the parameterisation); run once
         per batch within one ELBO evaluation (:func:`pyromm.handlers.shared`)."""
         return shared("encode", (self, batch), lambda: self._encode(batch))
+
+    def register(self) -> None:
+        """``pyro.module("pyromm_vae", self)``: the parameters as Pyro params, once per ELBO evaluation
+        (:func:`pyromm.handlers.shared`), so that SVI and pyro.optim find them."""
+        shared("pyro.module", (self,), lambda: pyro.module("pyromm_vae", self))
 
     def _encode(self, batch: MultimodalBatch) -> dict[str, dist.Independent]:
         """The encoders on every modality of the batch, without memoisation."""

@@ -1,5 +1,5 @@
 r"""JNF and JNF-Shared (Senellart & Allassonnière 2025): a joint-encoder VAE whose unimodal posteriors are
-encoder Gaussians pushed through normalizing flows (ALGORITHMS.md §3).
+encoder Gaussians pushed through normalizing flows (``docs/objectives.md``, JNF).
 
     log q_m(z | x_m) = log N(f_m(z; c_m); μ_m(h_m), diag σ_m²(h_m)) + log |det ∂f_m(z; c_m)/∂z|,
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Callable, Mapping, Sequence
 
+import pyro
 import pyro.distributions as dist
 import torch
 from torch import Tensor, nn
@@ -56,10 +57,13 @@ class JNF(JointEncoderVAE):
     :class:`ProjectedEncoder` make the model JNF-Shared (``projectors``).
 
     Posterior given the modalities S, every sample observing all of S: |S| = M → q(z | X); |S| = 1 → q_m(z | x_m);
-    otherwise ``subset_sampler(model, batch, S)``, by default
-    ``SubsetHMC(num_samples=1, num_warmup=100, num_chains=1, num_leapfrog=10, prior_power='once')``: batched HMC on
-    log π_S(z) = Σ_{m∈S} log q_m(z | x_m) − log p(z) over encodings computed once (the reference's target and
-    budget of 100 transitions of 10 leapfrog steps, its final state; ALGORITHMS.md §3.4).
+    otherwise ``subset_sampler(model, batch, S)``, e.g. a ``pyromm.infer.SubsetHMC`` on
+    log π_S(z) = Σ_{m∈S} log q_m(z | x_m) − log p(z) (``pyromm.run.jnf_subset_sampler`` gives the reference's).
+
+    Programs: ``model``/``guide`` with α = 0, the joint ELBO of the first stage (:class:`JointEncoderVAE`), and
+    ``flow_fit_model``/``flow_fit_guide``, the second stage: z ~ q(z | X) of the frozen joint encoder, drawn
+    without gradient, observed under each q_m (site ``z|<m>``), so that under any pyromm ELBO the loss is
+    Σ_m −log q_m(z | x_m), i.e. Σ_m KL(q(z | X) ‖ q_m(z | x_m)) up to the joint entropy.
     """
 
     def __init__(
@@ -68,12 +72,13 @@ class JNF(JointEncoderVAE):
         latent_dim: int,
         joint_encoder: JointEncoder,
         flows: Mapping[str, Transform],
-        subset_sampler: Callable[..., dist.TorchDistribution] | None = None,
+        subset_sampler: Callable[..., dist.TorchDistribution],
     ) -> None:
-        if subset_sampler is None:
-            from pyromm.infer.subset_sampling import SubsetHMC  # pyromm.infer imports pyromm.models: on use
-
-            subset_sampler = SubsetHMC(num_samples=1, num_warmup=100, num_chains=1, prior_power="once")
+        if not callable(subset_sampler):
+            raise TypeError(
+                "JNF needs a subset sampler (model, batch, subset) -> distribution for its posteriors given "
+                f"1 < |S| < M modalities, e.g. pyromm.run.default_jnf_sampler(); got {subset_sampler!r}"
+            )
         super().__init__(modalities, latent_dim, joint_encoder, subset_inference=subset_sampler)
         names = [m.name for m in modalities]
         if set(flows) != set(names):
@@ -119,6 +124,21 @@ class JNF(JointEncoderVAE):
     def infer(self, batch: MultimodalBatch, subset: Sequence[str]) -> dist.TorchDistribution:
         """q(z | X_S): the joint encoder, a flow posterior, or the subset sampler's draws (class docstring)."""
         return self.joint(batch, check_subset(subset, self.modality_names))
+
+    def flow_fit_model(self, batch: MultimodalBatch, hyper: Mapping[str, float] | None = None) -> None:
+        """z ~ q(z | X) of the joint encoder without gradient, observed under q_m(z | x_m) (site ``z|<m>``) for
+        every modality m; complete batches only."""
+        self.require_complete(batch)
+        self.register()
+        with torch.no_grad():
+            z = self.joint_posterior(batch).sample()
+        with pyro.plate("data", batch.batch_size):
+            for name, q_m in self.encode(batch).items():
+                pyro.sample(f"z|{name}", q_m, obs=z)
+
+    def flow_fit_guide(self, batch: MultimodalBatch, hyper: Mapping[str, float] | None = None) -> None:
+        """Samples nothing: the second stage's only draw is the model's, from the frozen joint encoder."""
+        self.register()
 
     def config(self) -> dict:
         flows = {name: {"context_features": flow_context_features(f)} for name, f in self.flows.items()}

@@ -1,14 +1,16 @@
 """A joint encoder q(z | X) next to the unimodal encoders q_m(z | x_m): the model of JMVAE and TELBO."""
 from __future__ import annotations
 
+import math
 from typing import Callable, Mapping, Sequence
 
-import torch
+import pyro
 import pyro.distributions as dist
+import torch
 from torch import Tensor, nn
 
 from pyromm.data.batch import MultimodalBatch
-from pyromm.models.base import at_least_float32, check_subset
+from pyromm.models.base import at_least_float32, check_subset, scaled
 from pyromm.models.modality import Modality
 from pyromm.models.shared_vae import SharedLatentVAE
 
@@ -74,14 +76,23 @@ class EncoderHead(nn.Module):
 class JointEncoderVAE(SharedLatentVAE):
     r"""p(X, z) = N(z; 0, I) Π_m p(x_m | z) with a joint encoder q(z | X) and unimodal encoders q_m(z | x_m).
 
-    The posterior given the modalities S (MultiVae's JMVAE rule), applied per sample to the members of S
-    that sample observes: |S| = M → q(z | X) of the joint encoder; |S| = 1 → q_m(z | x_m); otherwise the
-    analytic product of the unimodal Gaussians without prior expert, 1/σ² = Σ_{m∈S} 1/σ_m²,
-    μ = σ² Σ_{m∈S} μ_m/σ_m². Training needs complete batches (:meth:`require_complete`).
+    Programs (``docs/objectives.md``, JMVAE and TELBO), with a = ``hyper['kl_warmup']`` (default 1) and
+    β = ``hyper['beta']``; trained on complete batches only (:meth:`require_complete`):
 
-    ``subset_inference``: ``'poe'`` (that rule), ``'hmc'`` (for 1 < |S| < M, :meth:`infer` returns HMC draws of
-    π_S ∝ Π_{m∈S} q_m(z | x_m), ``pyromm.infer.subset_sampling.SubsetHMC()``), or a sampler
-    ``(model, batch, subset) -> distribution`` such as a configured ``SubsetHMC``.
+    * ``model``/``guide``, the joint objective: guide z ~ q(z | X) (site ``z``, scaled by a·β); model z ~ N(0, I)
+      (scaled by a·β), for α > 0 each q_m observed at z with ``infer={"rate_of": "z"}`` (site ``z|<m>``, scaled by
+      a·α) and x_m ~ p(x_m | z) (site ``x_<m>``, scaled by w_m). Under ``RateELBO('analytic')`` the loss is
+      Σ_m w_m (−log p(x_m | z)) + a [β KL(q(z|X) ‖ N(0, I)) + α Σ_m KL(q(z|X) ‖ q_m(z|x_m))]: JMVAE-KL, and
+      for α = 0 the joint ELBO of TELBO's and JNF's first stage;
+    * ``unimodal_model``/``unimodal_guide``, TELBO's second stage: for each modality its own z_m ~ q_m(z | x_m)
+      (site ``z_<m>``, scaled by β) decoded by decoder m only:
+      Σ_m w_m (−log p(x_m | z_m)) + β KL(q_m(z|x_m) ‖ N(0, I)).
+
+    The posterior given the modalities S, applied per sample to the members of S that sample observes:
+    |S| = M → q(z | X); |S| = 1 → q_m(z | x_m); otherwise the product of the unimodal Gaussians without prior
+    expert, 1/σ² = Σ_{m∈S} 1/σ_m², μ = σ² Σ_{m∈S} μ_m/σ_m², or, given a ``subset_inference`` sampler
+    ``(model, batch, subset) -> distribution`` (e.g. ``pyromm.infer.SubsetHMC()``), that sampler's draws for
+    1 < |S| < M.
     """
 
     def __init__(
@@ -89,14 +100,23 @@ class JointEncoderVAE(SharedLatentVAE):
         modalities: Sequence[Modality],
         latent_dim: int,
         joint_encoder: JointEncoder,
-        subset_inference: str | Callable = "poe",
+        subset_inference: Callable[..., dist.TorchDistribution] | None = None,
+        alpha: float = 0.0,
     ) -> None:
         super().__init__(modalities, latent_dim, "poe")
-        self.subset_sampler = subset_sampler(subset_inference)
+        if subset_inference is not None and not callable(subset_inference):
+            raise TypeError(
+                "subset_inference must be None (the product-of-experts rule) or a sampler "
+                f"(model, batch, subset) -> distribution such as pyromm.infer.SubsetHMC(), got {subset_inference!r}"
+            )
+        if isinstance(alpha, bool) or not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha >= 0):
+            raise ValueError(f"alpha (the weight of the unimodal KL terms) must be a finite number >= 0, got {alpha!r}")
         if set(joint_encoder.heads) != set(self.modalities):
             raise ValueError(
                 f"joint encoder heads {sorted(joint_encoder.heads)} do not match the modalities {self.modality_names}"
             )
+        self.subset_sampler = subset_inference
+        self.alpha = float(alpha)
         self.joint_encoder = joint_encoder
 
     def require_complete(
@@ -115,7 +135,8 @@ class JointEncoderVAE(SharedLatentVAE):
             if observed is not None and not bool(observed.all()):
                 raise ValueError(
                     f"{model_name} needs complete batches: modality {name!r} is missing for "
-                    f"{int((~observed).sum())} samples"
+                    f"{int((~observed).sum())} samples; keep the complete samples only "
+                    "(pyromm.data.complete_only, or train_complete_only=True in a RunConfig)"
                 )
 
     def joint_posterior(self, batch: MultimodalBatch) -> dist.Independent:
@@ -124,7 +145,7 @@ class JointEncoderVAE(SharedLatentVAE):
         return dist.Normal(loc, torch.exp(0.5 * log_var), validate_args=False).to_event(1)
 
     def joint(self, batch: MultimodalBatch, subset: Sequence[str] | None = None) -> dist.Independent:
-        """q(z | X_S) by the JMVAE rule (class docstring); S defaults to the modalities of the batch."""
+        """q(z | X_S) by the product-of-experts rule (class docstring); S defaults to the modalities of the batch."""
         names = list(batch.data) if subset is None else check_subset(subset, self.modality_names)
         missing = [n for n in names if n not in batch.data]
         if missing:
@@ -148,32 +169,57 @@ class JointEncoderVAE(SharedLatentVAE):
         return dist.Normal(loc, scale, validate_args=False).to_event(1)
 
     def infer(self, batch: MultimodalBatch, subset: Sequence[str]) -> dist.TorchDistribution:
-        """q(z | X_S) by the JMVAE rule; for 1 < |S| < M the subset sampler's draws when one was requested
-        (then every sample must observe all of S)."""
+        """q(z | X_S) by the product-of-experts rule; for 1 < |S| < M the subset sampler's draws when the model has
+        one (then every sample must observe all of S)."""
         subset = check_subset(subset, self.modality_names)
         if self.subset_sampler is not None and 1 < len(subset) < len(self.modality_names):
             return self.subset_sampler(self, batch.select(subset), subset)
         return super().infer(batch, subset)
 
+    def model(self, batch: MultimodalBatch, hyper: Mapping[str, float] | None = None) -> None:
+        """z ~ N(0, I) scaled by a·β; for α > 0, q_m(z | x_m) observed at z as the rate of ``z`` scaled by a·α;
+        x_m ~ p(x_m | z) scaled by w_m."""
+        hyper = {} if hyper is None else hyper
+        warmup = hyper.get("kl_warmup", 1.0)
+        self.register()
+        with pyro.plate("data", batch.batch_size):
+            with scaled(warmup * hyper.get("beta", 1.0)):
+                z = pyro.sample("z", self.prior(batch))
+            if self.alpha > 0:
+                for name, q_m in self.encode(batch).items():
+                    with scaled(warmup * self.alpha):
+                        pyro.sample(f"z|{name}", q_m, obs=z, infer={"rate_of": "z"})
+            self.observe(batch, z, list(batch.data))
+
     def guide(self, batch: MultimodalBatch, hyper: Mapping[str, float] | None = None) -> None:
-        """Pyro guide: z ~ q(z | X) of the joint encoder, scaled by β; complete batches only."""
+        """z ~ q(z | X) of the joint encoder, scaled by a·β; complete batches only."""
+        hyper = {} if hyper is None else hyper
         self.require_complete(batch)
-        super().guide(batch, hyper)
+        self.register()
+        with pyro.plate("data", batch.batch_size), scaled(hyper.get("kl_warmup", 1.0) * hyper.get("beta", 1.0)):
+            pyro.sample("z", self.joint_posterior(batch))
+
+    def unimodal_model(self, batch: MultimodalBatch, hyper: Mapping[str, float] | None = None) -> None:
+        """For each modality m: z_m ~ N(0, I) scaled by β, x_m ~ p(x_m | z_m) scaled by w_m."""
+        beta = 1.0 if hyper is None else hyper.get("beta", 1.0)
+        self.register()
+        prior = self.prior(batch)
+        with pyro.plate("data", batch.batch_size):
+            for name in batch.data:
+                with scaled(beta):
+                    z = pyro.sample(f"z_{name}", prior)
+                self.observe(batch, z, [name])
+
+    def unimodal_guide(self, batch: MultimodalBatch, hyper: Mapping[str, float] | None = None) -> None:
+        """For each modality m: z_m ~ q_m(z | x_m), scaled by β; complete batches only."""
+        beta = 1.0 if hyper is None else hyper.get("beta", 1.0)
+        self.require_complete(batch)
+        self.register()
+        with pyro.plate("data", batch.batch_size), scaled(beta):
+            for name, q_m in self.encode(batch).items():
+                pyro.sample(f"z_{name}", q_m)
 
     def config(self) -> dict:
         encoder = {"embedding_dims": self.joint_encoder.embedding_dims, "hidden": self.joint_encoder.hidden}
         inference = "poe" if self.subset_sampler is None else repr(self.subset_sampler)
-        return {**super().config(), "joint_encoder": encoder, "subset_inference": inference}
-
-
-def subset_sampler(subset_inference: str | Callable) -> Callable | None:
-    """The sampler behind ``subset_inference``: None for ``'poe'``, ``SubsetHMC()`` for ``'hmc'``, else itself."""
-    if callable(subset_inference):
-        return subset_inference
-    if subset_inference == "poe":
-        return None
-    if subset_inference == "hmc":
-        from pyromm.infer.subset_sampling import SubsetHMC  # imported here: pyromm.infer imports this module
-
-        return SubsetHMC()
-    raise ValueError(f"subset_inference must be 'poe', 'hmc' or a sampler, got {subset_inference!r}")
+        return {**super().config(), "joint_encoder": encoder, "subset_inference": inference, "alpha": self.alpha}

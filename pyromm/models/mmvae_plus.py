@@ -1,4 +1,5 @@
-r"""MMVAE+ (Palumbo et al. 2023) as its official code and MultiVae compute it (ALGORITHMS.md §4.2).
+r"""MMVAE+ (Palumbo et al. 2023): shared and private latents per modality, a mixture of the shared posteriors,
+and a stratified bound in which cross-modal reconstructions take their private latent from an auxiliary prior.
 
 Latents: modality m has a shared part z_m (``shared_dim`` = D_z) and a private part w_m (``private_dim`` = D_w).
 
@@ -12,17 +13,22 @@ Latents: modality m has a shared part z_m (``shared_dim`` = D_z) and a private p
   ``learn_private_prior``. They only supply the private latent of cross-modal reconstruction in training; no
   density of r_m enters the objective, so ℓ_m learns through the reparameterised cross-reconstructions.
 
-Objective (:class:`MMVAEPlusObjective`), for every modality r and K draws u_{r,k} = [w_{r,k}, z_{r,k}] ~ q_r:
+The programs hold one stratum per source modality r (sites with ``infer={"stratum": r}``, masked where x_r is
+missing). Guide: ``z@r`` ~ q_r(z | x_r) scored by the mixture q(z | X) = 1/|O| Σ_{m∈O} q_m(z | x_m) (a
+:class:`~pyromm.distributions.MixtureStratum`), ``w@r`` ~ q_r(w | x_r), both scaled by β. Model: ``z@r`` and
+``w@r`` ~ Laplace(0, 1) scaled by β, and every observed x_d decoded from u_{r→d} (sites ``x_<d>@r``, scaled
+by λ_d). With K draws per source the log-weights are
 
-    lw_{r,k} = Σ_d λ_d log p(x_d | u_{r→d,k})
-               + β [log p(u_{r,k}) − log (1/M) Σ_m q_m(z_{r,k} | x_m) − log q_r(w_{r,k} | x_r)],
+    lw_{r,k} = Σ_{d∈O} λ_d log p(x_d | u_{r→d,k})
+               + β [log p(u_{r,k}) − log q(z_{r,k} | X) − log q_r(w_{r,k} | x_r)],
 
-u_{r→r,k} = u_{r,k} (self-reconstruction) and u_{r→d,k} = [ŵ_{r→d,k}, z_{r,k}], ŵ ~ r_d (the target's
-auxiliary prior, rsample) for d ≠ r. Draw order (what fixes the noise): for each r, the K draws of z then of
-w; then for each r and each d ≠ r (in the order of ``batch.data``), the K·B draws ŵ_{r→d}.
-
-Missing modalities, as :mod:`pyromm.models.mmvae`: with O_b the modalities sample b observes, the mixture
-runs over O_b (1/M → 1/|O_b|), d over O_b, and r over O_b; draws of a masked r are still made, with no weight.
+u_{r→r,k} = u_{r,k} = [w_{r,k}, z_{r,k}] (self-reconstruction) and u_{r→d,k} = [ŵ_{r→d,k}, z_{r,k}] with
+ŵ ~ r_d (the target's auxiliary prior, rsample, drawn in the model without a site) for d ≠ r.
+:class:`pyromm.infer.StratifiedIWAE` averages the per-source estimators over r ∈ O: ``(1, 'iwae')`` is the
+single-sample ELBO, ``'dreg'`` the doubly reparameterised K-sample bound, with ``detach_guide=False`` for the
+reference code's DReG (log q at the live parameters); see ``docs/objectives.md``. Draw order (what fixes the
+noise): for each r, the K draws of z then of w; then for each r and each d ≠ r (in the order of
+``batch.data``), the K·B draws ŵ_{r→d}.
 
 Inference contract: ``encode`` gives the shared posteriors q_m(z | x_m) (their means are the representation),
 ``infer`` the mixture of the subset's shared posteriors, ``prior`` and ``sample_prior`` the shared block of
@@ -33,19 +39,21 @@ estimate of log p(X) from ``infer``, ``prior`` and ``decode`` stays unbiased (w 
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Mapping, Sequence
 
-import torch
 import pyro
 import pyro.distributions as dist
-from pyro import poutine
+import torch
 from torch import Tensor, nn
 
 from pyromm.data.batch import MultimodalBatch
-from pyromm.models.mmvae import laplace_mixture, observed_matrix
+from pyromm.distributions.stratum import MixtureStratum
+from pyromm.handlers import shared
+from pyromm.models.base import observed_only, scaled
+from pyromm.models.mmvae import laplace_mixture
 from pyromm.models.modality import Modality
 from pyromm.models.shared_vae import SharedLatentVAE
+
 
 def unit_laplace(shape: Sequence[int], like: Tensor) -> dist.Independent:
     """Laplace(0, 1) with the last entry of ``shape`` as event dimension, on ``like``'s device and dtype."""
@@ -57,8 +65,8 @@ class MMVAEPlus(SharedLatentVAE):
     r"""MMVAE+ with shared z (``shared_dim``) and private w (``private_dim``) per modality; see the module
     docstring for the encoder split (z first), the decoder input order ([w, z]) and the inference contract.
 
-    Train it with :class:`MMVAEPlusObjective`; ``model``/``guide`` are the plain Pyro β-ELBO of
-    p(z) Π_m p(w_m) p(x_m | [w_m, z]) with guide q(z | X) Π_m q_m(w_m | x_m) (no cross-reconstruction).
+    ``model``/``guide`` are the stratified programs of the module docstring; train them with
+    :class:`pyromm.infer.StratifiedIWAE`.
     """
 
     def __init__(
@@ -74,17 +82,21 @@ class MMVAEPlus(SharedLatentVAE):
         )
 
     def encode_parts(self, batch: MultimodalBatch) -> dict[str, tuple[dist.Independent, dist.Independent]]:
-        """(q_m(z | x_m), q_m(w | x_m)) for each modality in the batch, from the encoder's split outputs."""
+        """(q_m(z | x_m), q_m(w | x_m)) for each modality in the batch, from the encoder's split outputs; run once
+        per batch within one ELBO evaluation (:func:`pyromm.handlers.shared`)."""
+        return shared("encode_parts", (self, batch), lambda: self._encode_parts(batch))
+
+    def _encode_parts(self, batch: MultimodalBatch) -> dict[str, tuple[dist.Independent, dist.Independent]]:
         parts, s = {}, self.shared_dim
         for name, x in batch.data.items():
             loc, second = self.encoders[name](x)
-            shared = self.posterior_of(loc[..., :s], second[..., :s])
-            parts[name] = (shared, self.posterior_of(loc[..., s:], second[..., s:]))
+            shared_part = self.posterior_of(loc[..., :s], second[..., :s])
+            parts[name] = (shared_part, self.posterior_of(loc[..., s:], second[..., s:]))
         return parts
 
-    def encode(self, batch: MultimodalBatch) -> dict[str, dist.Independent]:
+    def _encode(self, batch: MultimodalBatch) -> dict[str, dist.Independent]:
         """The shared posteriors q_m(z | x_m); their means are the latent representation."""
-        return {name: shared for name, (shared, _) in self.encode_parts(batch).items()}
+        return {name: q_z for name, (q_z, _) in self.encode_parts(batch).items()}
 
     def private_prior(self, name: str) -> dist.Independent:
         """r_name(w) = Laplace(0, softmax(ℓ_name)·D_w), the auxiliary prior of cross-reconstruction."""
@@ -122,32 +134,38 @@ class MMVAEPlus(SharedLatentVAE):
         return out
 
     def model(self, batch: MultimodalBatch, hyper: Mapping[str, float] | None = None) -> None:
-        """Pyro model: z, w_m ~ Laplace(0, 1) scaled by β; x_m ~ p(x_m | [w_m, z]) scaled by λ_m (w_m, x_m
-        masked where x_m is missing)."""
+        """Per source r (stratum r, masked where x_r is missing): z@r, w@r ~ Laplace(0, 1) scaled by β;
+        x_d@r ~ p(x_d | u_{r→d}) for every d, scaled by λ_d and masked where x_d is missing."""
         beta = 1.0 if hyper is None else hyper.get("beta", 1.0)
-        pyro.module("pyromm_vae", self)
+        self.register()
+        like = self.private_prior_logits[next(iter(batch.data))]
+        prior_z, prior_w = unit_laplace((self.shared_dim,), like), unit_laplace((self.private_dim,), like)
+        auxiliary = {d: self.private_prior(d) for d in batch.data}
         with pyro.plate("data", batch.batch_size):
-            with poutine.scale(scale=beta):
-                z = pyro.sample("z", self.prior(batch))
-            for name, x in batch.data.items():
-                observed = batch.observed(name)
-                with nullcontext() if observed is None else poutine.mask(mask=observed):
-                    with poutine.scale(scale=beta):
-                        w = pyro.sample(f"w_{name}", unit_laplace((batch.batch_size, self.private_dim), z))
-                    with poutine.scale(scale=self.modalities[name].weight):
-                        pyro.sample(f"x_{name}", self.decode(name, torch.cat([w, z], -1)), obs=x)
+            for r in batch.data:
+                stratum = {"stratum": r}
+                with observed_only(batch.observed(r)):
+                    with scaled(beta):
+                        z = pyro.sample(f"z@{r}", prior_z, infer=dict(stratum))
+                        w = pyro.sample(f"w@{r}", prior_w, infer=dict(stratum))
+                    for d, x in batch.data.items():
+                        private = w if d == r else auxiliary[d].rsample(z.shape[:-1])
+                        with observed_only(batch.observed(d)), scaled(self.modalities[d].weight):
+                            likelihood = self.decode(d, torch.cat([private, z], -1))
+                            pyro.sample(f"x_{d}@{r}", likelihood, obs=x, infer=dict(stratum))
 
     def guide(self, batch: MultimodalBatch, hyper: Mapping[str, float] | None = None) -> None:
-        """Pyro guide: z ~ q(z | X) (mixture of the observed shared posteriors), w_m ~ q_m(w | x_m), scaled by β."""
+        """Per source r (stratum r, masked where x_r is missing), scaled by β: z@r ~ q_r(z | x_r) scored by the
+        mixture q(z | X); w@r ~ q_r(w | x_r)."""
         beta = 1.0 if hyper is None else hyper.get("beta", 1.0)
-        pyro.module("pyromm_vae", self)
+        self.register()
         parts = self.encode_parts(batch)
-        with pyro.plate("data", batch.batch_size), poutine.scale(scale=beta):
-            pyro.sample("z", self.aggregate({n: q_z for n, (q_z, _) in parts.items()}, batch.mask))
-            for name, (_, q_w) in parts.items():
-                observed = batch.observed(name)
-                with nullcontext() if observed is None else poutine.mask(mask=observed):
-                    pyro.sample(f"w_{name}", q_w)
+        mixture = laplace_mixture({n: q_z for n, (q_z, _) in parts.items()}, batch.mask)
+        with pyro.plate("data", batch.batch_size), scaled(beta):
+            for r, (q_z, q_w) in parts.items():
+                with observed_only(batch.observed(r)):
+                    pyro.sample(f"z@{r}", MixtureStratum(mixture, q_z), infer={"stratum": r})
+                    pyro.sample(f"w@{r}", q_w, infer={"stratum": r})
 
     def config(self) -> dict:
         return {

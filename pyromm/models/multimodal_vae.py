@@ -66,7 +66,7 @@ class MultimodalVAE(MultimodalNetworks):
     def model(self, batch: MultimodalBatch, hyper: Mapping[str, float] | None = None) -> None:
         """z_m ~ h(z_m | ·) scaled by β, x_m ~ p(x_m | z_m) scaled by w_m, both masked where x_m is missing."""
         hyper = {} if hyper is None else hyper
-        pyro.module("pyromm_vae", self)
+        self.register()
         priors = self.conditional_priors(self.encode(batch), batch, hyper)
         beta = hyper.get("beta", 1.0)
         with pyro.plate("data", batch.batch_size):
@@ -80,7 +80,7 @@ class MultimodalVAE(MultimodalNetworks):
     def guide(self, batch: MultimodalBatch, hyper: Mapping[str, float] | None = None) -> None:
         """z_m ~ q_m(z_m | x_m), scaled by β, masked where x_m is missing."""
         hyper = {} if hyper is None else hyper
-        pyro.module("pyromm_vae", self)
+        self.register()
         beta = hyper.get("beta", 1.0)
         with pyro.plate("data", batch.batch_size):
             for name, q in self.encode(batch).items():

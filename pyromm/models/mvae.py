@@ -45,7 +45,7 @@ class MVAE(SharedLatentVAE):
     def model(self, batch: MultimodalBatch, hyper: Mapping[str, float] | None = None) -> None:
         """Per subset S: z@S ~ N(0, I) scaled by β, x_m@S ~ p(x_m | z@S) for m ∈ S scaled by w_m."""
         beta = 1.0 if hyper is None else hyper.get("beta", 1.0)
-        pyro.module("pyromm_vae", self)
+        self.register()
         subsets = self.subsets(list(batch.data))
         with pyro.plate("data", batch.batch_size):
             for suffix, subset in subsets:
@@ -57,7 +57,7 @@ class MVAE(SharedLatentVAE):
     def guide(self, batch: MultimodalBatch, hyper: Mapping[str, float] | None = None) -> None:
         """Per subset S: z@S ~ PoE(N(0, I), q_m for the observed m ∈ S), scaled by β."""
         beta = 1.0 if hyper is None else hyper.get("beta", 1.0)
-        pyro.module("pyromm_vae", self)
+        self.register()
         subsets = self.subsets(list(batch.data))
         with pyro.plate("data", batch.batch_size):
             for suffix, subset in subsets:

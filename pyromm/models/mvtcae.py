@@ -30,7 +30,7 @@ class MVTCAE(SharedLatentVAE):
     def model(self, batch: MultimodalBatch, hyper: Mapping[str, float] | None = None) -> None:
         beta = 1.0 if hyper is None else hyper.get("beta", 1.0)
         m, alpha = len(self.modality_names), self.alpha
-        pyro.module("pyromm_vae", self)
+        self.register()
         posteriors = self.encode(batch)
         with pyro.plate("data", batch.batch_size):
             with scaled(beta * (1.0 - alpha)):
@@ -43,7 +43,7 @@ class MVTCAE(SharedLatentVAE):
 
     def guide(self, batch: MultimodalBatch, hyper: Mapping[str, float] | None = None) -> None:
         beta = 1.0 if hyper is None else hyper.get("beta", 1.0)
-        pyro.module("pyromm_vae", self)
+        self.register()
         with pyro.plate("data", batch.batch_size), scaled(beta * (1.0 - self.alpha)):
             pyro.sample("z", self.joint(batch))
 

@@ -93,22 +93,26 @@ class SharedLatentVAE(MultimodalNetworks):
     def model(self, batch: MultimodalBatch, hyper: Mapping[str, float] | None = None) -> None:
         """z ~ N(0, I) scaled by c·β, x_m ~ p(x_m | z) scaled by w_m for the observed samples."""
         hyper = {} if hyper is None else hyper
-        pyro.module("pyromm_vae", self)
+        self.register()
         with pyro.plate("data", batch.batch_size):
             with scaled(self.rate_scale * hyper.get("beta", 1.0)):
                 z = pyro.sample("z", self.prior(batch))
             self.observe(batch, z, list(batch.data))
 
-    def observe(self, batch: MultimodalBatch, z: torch.Tensor, names: Sequence[str], suffix: str = "") -> None:
-        """x_m ~ p(x_m | z) (sites ``x_<m><suffix>``) scaled by w_m, masked where x_m is missing."""
+    def observe(
+        self, batch: MultimodalBatch, z: torch.Tensor, names: Sequence[str], suffix: str = "", stratum: str | None = None
+    ) -> None:
+        """x_m ~ p(x_m | z) (sites ``x_<m><suffix>``, in ``stratum`` when given) scaled by w_m, masked where x_m is
+        missing."""
+        infer = {} if stratum is None else {"stratum": stratum}
         for name in names:
             with observed_only(batch.observed(name)), scaled(self.modalities[name].weight):
-                pyro.sample(f"x_{name}{suffix}", self.decode(name, z), obs=batch.data[name])
+                pyro.sample(f"x_{name}{suffix}", self.decode(name, z), obs=batch.data[name], infer=dict(infer))
 
     def guide(self, batch: MultimodalBatch, hyper: Mapping[str, float] | None = None) -> None:
         """z ~ q(z | X), scaled by c·β."""
         hyper = {} if hyper is None else hyper
-        pyro.module("pyromm_vae", self)
+        self.register()
         with pyro.plate("data", batch.batch_size), scaled(self.rate_scale * hyper.get("beta", 1.0)):
             pyro.sample("z", self.joint(batch))
 

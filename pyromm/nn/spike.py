@@ -1,4 +1,4 @@
-"""The rats networks of the MMVM rats code (ALGORITHMS.md §2.4), on flattened spike-count windows of size d.
+"""The rats networks of the MMVM rats code, on flattened spike-count windows of size d.
 
 Encoder: d → d → d → D, LeakyReLU after every layer (the last included), then linear heads D → D for
 ``loc`` and ``log_var``. Decoder: D → d → d, LeakyReLU after each, then a linear d → d with no output

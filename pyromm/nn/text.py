@@ -1,5 +1,5 @@
 """1-D convolutional networks for integer sequences (characters, words) with Categorical likelihoods, and the
-per-modality likelihood weight w_m = reference size / size_m of ALGORITHMS.md §1.3.
+per-modality likelihood weight w_m = reference size / size_m (the MMVM code weighs each modality so).
 
 Encoder ``(N, L)`` long → one-hot ``(N, C, L)`` → [Conv1d(kernel 4, stride 2, padding 1) → LeakyReLU(0.2)]
 per entry of ``channels`` (L halves each time) → flatten → linear heads ``loc``, ``log_var`` ``(N, D)``.

@@ -42,10 +42,12 @@ import math
 import os
 import random
 import time
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 import pyro
@@ -320,7 +322,9 @@ class Trainer:
                 self._progress_bar = self._open_progress_bar(train)
                 started = True
                 self._dispatch("on_fit_start", train, val)
-                with pyro.validation_enabled(self.validate), flushing_denormals(self.device, self.flush_denormals):
+                with pyro.validation_enabled(self.validate), flushing_denormals(
+                    self.device, self.flush_denormals
+                ), frozen_parameters_unregistered():
                     while self.epoch < self.total_epochs:
                         epoch = self.epoch + 1
                         stage_index = bisect.bisect_left(self._stage_ends, epoch)
@@ -783,6 +787,15 @@ class _Progress:
         totals.sums = {k: v.to(device) for k, v in state["sums"].items()}
         totals.counts = {k: int(v) for k, v in state["counts"].items()}
         return cls(batches, totals, int(state["skipped"]), float(state["seconds"]))
+
+
+@contextmanager
+def frozen_parameters_unregistered() -> Iterator[None]:
+    """Silence ``pyro.module``'s warning for parameters a stage froze (requires_grad=False): leaving them out of
+    the param store is what a stage intends."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*was not registered in the param store because requires_grad=False")
+        yield
 
 
 def as_objective(objective: Objective | pyro.infer.ELBO) -> Objective:
