@@ -44,6 +44,17 @@ def _check_custom_prior(ns: dict) -> None:
     assert not Path(ns["RUN_ROOT"]).exists(), "the guide should remove its run directories"
 
 
+def _check_custom_model(ns: dict) -> None:
+    losses = ns["svi_losses"]
+    assert sum(losses[-5:]) < sum(losses[:5]), "the SVI loss does not decrease"
+    assert abs(ns["svi_pixel_scale"] - 0.5) > 0.01, "SVI left the pyro.param at its initial value"
+    assert sorted(ns["runs"]) == ["DReG, K = 8, pyro.optim.Adam", "IWAE, K = 8, torch Adam"]
+    assert ns["iwae"] > ns["elbo"]
+    scores = ns["scores"]
+    assert 0.2 < scores["latent_acc_mean"] <= 1.0
+    assert scores["joint_coherence"] is not None and math.isfinite(scores["log_likelihood"])
+
+
 def _check_inspect_subset_posteriors(ns: dict) -> None:
     idata, batch, dim = ns["idata"], ns["batch"], ns["LATENT_DIM"]
     assert set(idata.groups()) == {"posterior", "sample_stats"}
@@ -87,6 +98,7 @@ def _check_tracking(ns: dict) -> None:
 
 CHECKS: dict[str, Callable[[dict], None]] = {
     "custom_prior.md": _check_custom_prior,
+    "custom_model.md": _check_custom_model,
     "inspect_subset_posteriors.md": _check_inspect_subset_posteriors,
     "tracking.md": _check_tracking,
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pyromm.contracts import InferenceModel
 from pyromm.data.dataset import MultimodalDataset
 from pyromm.evaluation.clustering import kmeans_accuracy
 from pyromm.evaluation.likelihood import joint_log_likelihood
@@ -72,7 +73,7 @@ __all__ = [
 
 
 def evaluate(
-    model: nn.Module,
+    model: InferenceModel,
     train: MultimodalDataset,
     test: MultimodalDataset,
     classifiers: dict[str, nn.Module],

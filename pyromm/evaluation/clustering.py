@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import KMeans
-from torch import nn
 
+from pyromm.contracts import InferenceModel
 from pyromm.data.dataset import MultimodalDataset
 from pyromm.evaluation.classifiers import class_labels
 from pyromm.evaluation.latent import encoder_means
@@ -23,7 +23,7 @@ def matched_accuracy(clusters: np.ndarray, labels: np.ndarray) -> float:
 
 
 def kmeans_accuracy(
-    model: nn.Module,
+    model: InferenceModel,
     test: MultimodalDataset,
     *,
     modality: str | None = None,

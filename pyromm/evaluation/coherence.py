@@ -7,6 +7,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
+from pyromm.contracts import InferenceModel
 from pyromm.data.dataset import MultimodalDataset
 from pyromm.evaluation.classifiers import class_labels, evaluating
 from pyromm.evaluation.reconstruction import distribution_mean, observed_all, seeded
@@ -18,7 +19,7 @@ def pair_key(source: str, target: str) -> str:
 
 
 def generation_accuracy(
-    model: nn.Module,
+    model: InferenceModel,
     test: MultimodalDataset,
     classifiers: Mapping[str, nn.Module],
     pairs: Sequence[tuple[tuple[str, ...], str]],
@@ -56,7 +57,7 @@ def generation_accuracy(
 
 
 def coherence(
-    model: nn.Module,
+    model: InferenceModel,
     test: MultimodalDataset,
     classifiers: Mapping[str, nn.Module],
     *,

@@ -4,14 +4,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
-from torch import nn
 
+from pyromm.contracts import InferenceModel
 from pyromm.data.dataset import MultimodalDataset
 from pyromm.evaluation.classifiers import class_labels, evaluating
 
 
 def encoder_means(
-    model: nn.Module, dataset: MultimodalDataset, *, batch_size: int = 256
+    model: InferenceModel, dataset: MultimodalDataset, *, batch_size: int = 256
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per modality m: (μ_m(x_m^i) flattened, y_i) over the samples i observing m.
 
@@ -39,7 +39,7 @@ def encoder_means(
 
 
 def latent_classification(
-    model: nn.Module,
+    model: InferenceModel,
     train: MultimodalDataset,
     test: MultimodalDataset,
     *,

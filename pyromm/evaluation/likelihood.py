@@ -6,19 +6,19 @@ import math
 from typing import Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.distributions import Distribution
 
+from pyromm.contracts import InferenceModel
 from pyromm.data.batch import MultimodalBatch
 from pyromm.data.dataset import MultimodalDataset
 from pyromm.evaluation.classifiers import evaluating
 from pyromm.evaluation.reconstruction import modality_weight, seeded
 
 
-def has_batch_prior(model: nn.Module) -> bool:
-    """True when ``model.prior`` is callable on a batch alone (``prior(batch)`` → p(z) per sample), the prior of
-    the latent ``model.infer`` returns; False for per-modality priors such as ``MultimodalVAE.prior(posteriors,
-    batch)``."""
+def has_batch_prior(model: InferenceModel) -> bool:
+    """True when ``model.prior`` is callable on a batch alone (``prior(batch)`` → p(z) per sample, the ``prior`` of
+    :class:`~pyromm.contracts.UnconditionalPrior`), the prior of the latent ``model.infer`` returns."""
     prior = getattr(model, "prior", None)
     if not callable(prior):
         return False
@@ -30,7 +30,7 @@ def has_batch_prior(model: nn.Module) -> bool:
 
 
 def joint_log_likelihood(
-    model: nn.Module,
+    model: InferenceModel,
     test: MultimodalDataset,
     *,
     num_samples: int = 1000,
@@ -67,7 +67,7 @@ def joint_log_likelihood(
 
 
 def importance_log_weights(
-    model: nn.Module,
+    model: InferenceModel,
     batch: MultimodalBatch,
     names: Sequence[str],
     posterior: Distribution,

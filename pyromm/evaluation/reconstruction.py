@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution, Independent, OneHotCategorical
 
+from pyromm.contracts import InferenceModel
 from pyromm.data.batch import MultimodalBatch
 from pyromm.data.dataset import MultimodalDataset
 from pyromm.evaluation.classifiers import evaluating
@@ -66,7 +67,7 @@ def modality_weight(model: nn.Module, name: str) -> float:
 
 
 def reconstruction_error(
-    model: nn.Module,
+    model: InferenceModel,
     test: MultimodalDataset,
     *,
     batch_size: int = 256,

@@ -8,6 +8,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
+from pyromm.contracts import InferenceModel
 from pyromm.data.dataset import MultimodalDataset
 from pyromm.evaluation.classifiers import evaluating
 from pyromm.evaluation.coherence import generation_accuracy, pair_key
@@ -21,7 +22,7 @@ def subset_key(subset: Sequence[str], target: str) -> str:
 
 
 def coherence_by_num_inputs(
-    model: nn.Module,
+    model: InferenceModel,
     test: MultimodalDataset,
     classifiers: Mapping[str, nn.Module],
     *,
@@ -48,7 +49,7 @@ def coherence_by_num_inputs(
 
 
 def joint_coherence(
-    model: nn.Module,
+    model: InferenceModel,
     classifiers: Mapping[str, nn.Module],
     num_samples: int,
     *,

@@ -113,8 +113,8 @@ def _with_component_dim(d: Distribution) -> Distribution:
             f"rate='jensen' bounds KL against a mixture for Independent Normal or Laplace distributions over a "
             f"vector, got {_describe(d)}; use rate='mc'"
         )
-    family = _family(base)(base.loc.unsqueeze(-2), base.scale.unsqueeze(-2), validate_args=False)
-    return torch.distributions.Independent(family, 1)
+    family = dist.Normal if _family(base) is torch.distributions.Normal else dist.Laplace
+    return family(base.loc.unsqueeze(-2), base.scale.unsqueeze(-2), validate_args=False).to_event(1)
 
 
 def _weighted(weights: Tensor, kl: Tensor) -> Tensor:
