@@ -62,50 +62,54 @@ SHARES = {"data": 0.08, "step_ratios": 0.28, "mmvm_epoch": 0.24, "grid": 0.20, "
 STEP_MODELS = list(parts.step_time.MODELS)
 
 
+def group(network: str, variant: str, models: list[str], options: list[str], estimate_s: float) -> dict[str, Any]:
+    """One step_time.py run: ``models`` on ``network`` with ``options``; ``estimate_s``: seconds it needs at least."""
+    return {"network": network, "variant": variant, "models": models, "options": options, "estimate_s": estimate_s}
+
+
 def step_groups(smoke: bool, backend: str) -> list[dict[str, Any]]:
-    """The step_time.py runs, most wanted first: (network, variant, models, extra options, seconds to start one)."""
-    compile_options = ["--compile", backend]
+    """The step_time.py runs, most wanted first."""
+    compiled, bf16 = f"compiled ({backend})", ["--autocast", "bf16"]
     if smoke:
-        return [
-            {"network": "conv", "variant": "float32 eager", "models": ["independent", "mmvm-pyro"], "options": [], "estimate_s": 1},
-            {"network": "resnet", "variant": "float32 eager", "models": ["mmvm-jensen"], "options": [], "estimate_s": 1},
-            {"network": "conv", "variant": "bf16 eager", "models": ["mmvm-jensen"], "options": ["--autocast", "bf16"],
-             "estimate_s": 1},
-            {"network": "conv", "variant": f"compiled ({backend})", "models": ["independent"], "options": compile_options,
-             "estimate_s": 1},
-        ]
-    return [
-        {"network": "conv", "variant": "float32 eager", "models": STEP_MODELS, "options": [], "estimate_s": 10},
-        {"network": "resnet", "variant": "float32 eager", "models": STEP_MODELS, "options": [], "estimate_s": 10},
-        {"network": "conv", "variant": f"compiled ({backend})", "models": ["mmvm-jensen"], "options": compile_options,
-         "estimate_s": 40},
-        {"network": "conv", "variant": "bf16 eager", "models": STEP_MODELS, "options": ["--autocast", "bf16"], "estimate_s": 10},
-        {"network": "resnet", "variant": "bf16 eager", "models": STEP_MODELS, "options": ["--autocast", "bf16"], "estimate_s": 10},
-        {"network": "resnet", "variant": f"compiled ({backend})", "models": ["mmvm-jensen"], "options": compile_options,
-         "estimate_s": 40},
-    ]
+        return [group("conv", "float32 eager", ["independent", "mmvm-pyro"], [], 1),
+                group("resnet", "float32 eager", ["mmvm-jensen"], [], 1),
+                group("conv", "bf16 eager", ["mmvm-jensen"], bf16, 1),
+                group("conv", compiled, ["independent"], ["--compile", backend], 1)]
+    return [group("conv", "float32 eager", STEP_MODELS, [], 10),
+            group("resnet", "float32 eager", STEP_MODELS, [], 10),
+            group("conv", compiled, ["mmvm-jensen"], ["--compile", backend], 40),
+            group("conv", "bf16 eager", STEP_MODELS, bf16, 10),
+            group("resnet", "bf16 eager", STEP_MODELS, bf16, 10),
+            group("resnet", compiled, ["mmvm-jensen"], ["--compile", backend], 40)]
+
+
+# The sizes of the full check: the MMVM paper's PolyMNIST run (App. B.4), and how long each measurement runs.
+FULL = dict(
+    network="resnet", latent_dim=512, batch_size=256, train_limit=None, test_limit=None,
+    warm_steps=3, timed_steps=40, probe_steps=10, compile_estimate_s=40,
+    step_batch_size=256, step_latent_dim=64, step_options=["--steps", "5", "--rounds", "2", "--warmup", "2"],
+    grid_ks=[8, 16], grid_warm_steps=2, grid_timed_steps=15, process_counts=[8, 16], process_estimate_s=40,
+    eval_num_train=10000, eval_reserve_s=25, probe_reserve_s=5, min_train_s=10, final_train_s=None,
+    fallback_classifier_epochs=2,
+)
+# --smoke: every part for a step or two at tiny sizes (a CPU test of the script, not a measurement).
+SMOKE = dict(
+    network="conv", latent_dim=16, batch_size=8, train_limit=512, test_limit=128,
+    warm_steps=2, timed_steps=1, probe_steps=1, compile_estimate_s=1,
+    step_batch_size=4, step_latent_dim=4, step_options=["--steps", "1", "--rounds", "1", "--warmup", "2"],
+    grid_ks=[2, 4], grid_warm_steps=1, grid_timed_steps=2, process_counts=[2], process_estimate_s=1,
+    eval_num_train=128, eval_reserve_s=3, probe_reserve_s=1, min_train_s=0.5, final_train_s=1.0,
+    fallback_classifier_epochs=1,
+)
 
 
 def settings_for(args: argparse.Namespace, work_dir: Path) -> dict[str, Any]:
     """Everything a part needs: folders, device and the sizes of the full check or of ``--smoke``."""
     backend = "aot_eager" if args.smoke else "inductor"
-    common = {"device": args.device, "smoke": args.smoke, "data_root": str(args.data_root) if args.data_root else None,
-              "cache_dir": str(work_dir / "cache"), "work_dir": str(work_dir), "prepared": str(args.prepared),
-              "compile_backend": backend, "step_groups": step_groups(args.smoke, backend), "threads": 1,
-              "worker_threads": 1, "barrier_timeout_s": 120, "final_autocast": None}
-    if args.smoke:
-        return {**common, "network": "conv", "latent_dim": 16, "batch_size": 8, "train_limit": 512, "test_limit": 256,
-                "warm_steps": 2, "timed_steps": 2, "probe_steps": 2, "step_batch_size": 4, "step_latent_dim": 4,
-                "step_options": ["--steps", "1", "--rounds", "1", "--warmup", "2"], "compile_estimate_s": 1,
-                "grid_ks": [2, 4], "process_counts": [2], "process_estimate_s": 1, "eval_num_train": 256,
-                "eval_reserve_s": 3, "probe_reserve_s": 1, "min_train_s": 0.5, "final_train_s": 2.0,
-                "fallback_classifier_epochs": 1}
-    return {**common, "network": "resnet", "latent_dim": 512, "batch_size": 256, "train_limit": None, "test_limit": None,
-            "warm_steps": 3, "timed_steps": 40, "probe_steps": 10, "step_batch_size": 256, "step_latent_dim": 64,
-            "step_options": ["--steps", "5", "--rounds", "2", "--warmup", "2"], "compile_estimate_s": 40,
-            "grid_ks": [8, 16], "process_counts": [8, 16], "process_estimate_s": 40, "eval_num_train": 10000,
-            "eval_reserve_s": 25, "probe_reserve_s": 5, "min_train_s": 10, "final_train_s": None,
-            "fallback_classifier_epochs": 2}
+    return {"device": args.device, "smoke": args.smoke, "data_root": str(args.data_root) if args.data_root else None,
+            "cache_dir": str(work_dir / "cache"), "work_dir": str(work_dir), "prepared": str(args.prepared),
+            "compile_backend": backend, "step_groups": step_groups(args.smoke, backend), "threads": 1,
+            "worker_threads": 1, "barrier_timeout_s": 120, "final_autocast": None, **(SMOKE if args.smoke else FULL)}
 
 
 # --- run ------------------------------------------------------------------------------------------------------
@@ -142,6 +146,9 @@ def run_part(name: str, settings: dict[str, Any], budget: float, hard_limit: flo
             proc.join(5)
             if not proc.is_alive():
                 break
+        if proc.is_alive():  # still before its setsid: not yet the leader of its own group
+            proc.kill()
+            proc.join()
         status = f"killed at its time limit ({hard_limit:.0f} s)"
     else:
         status = "ok" if proc.exitcode == 0 else f"failed (exit {proc.exitcode})"
@@ -261,7 +268,8 @@ def markdown_report(record: dict[str, Any]) -> str:
                   f"{data['train']['samples']} training and {data['test']['samples']} test tuples of 3 views in "
                   f"{data.get('seconds', float('nan')):.1f} s (generation and caching)."]
     if results.get("step_ratios", {}).get("groups"):
-        rows = [[g["network"], g["variant"], r["model"], f"{r['pyromm_ms']:.2f}", f"{r['torch_ms']:.2f}", f"{r['ratio']:.3f}",
+        rows = [[g["network"], g["variant"], r["model"], f"{r['pyromm_ms']:.2f}", f"{r['torch_ms']:.2f}",
+                 f"{r['ratio']:.3f}",
                  "-" if r["general_path"] else f"<= {parts.STEP_RATIO_TARGET}",
                  "-" if r["general_path"] else yes_no(r["ratio"] <= parts.STEP_RATIO_TARGET)]
                 for g in results["step_ratios"]["groups"] for r in g["rows"]]
@@ -269,15 +277,18 @@ def markdown_report(record: dict[str, Any]) -> str:
         lines += ["## Step time, pyromm / hand-written (`benchmarks/step_time.py`)",
                   f"Batch {first['batch_size']}, latent {first['latent_dim']}, {first['steps'] * first['rounds']} timed "
                   f"steps per side, clock: {first['clock']}. `mmvm-pyro` is the general path (PyroELBO), no target.",
-                  markdown_table(["network", "variant", "model", "pyromm ms", "hand-written ms", "ratio", "target", "met"], rows)]
+                  markdown_table(["network", "variant", "model", "pyromm ms", "hand-written ms", "ratio", "target",
+                                  "met"], rows)]
     if results.get("mmvm_epoch", {}).get("variants"):
         mmvm = results["mmvm_epoch"]
         rows = []
         for v in mmvm["variants"]:
             util = v["utilisation"]
-            shown = f"{util['mean_pct']:.0f} / {util['max_pct']:.0f}" if "mean_pct" in util else f"not sampled: {util['skipped']}"
+            shown = (f"{util['mean_pct']:.0f} / {util['max_pct']:.0f}" if "mean_pct" in util
+                     else f"not sampled: {util['skipped']}")
             memory = "-" if v["peak_memory_mib"] is None else f"{v['peak_memory_mib']:.0f}"
-            rows.append([v["variant"], f"{v['step_ms']:.1f}", f"{v['epoch_s']:.1f}", f"{v['projected_400_epochs_s'] / 60:.1f}",
+            rows.append([v["variant"], f"{v['step_ms']:.1f}", f"{v['epoch_s']:.1f}",
+                         f"{v['projected_400_epochs_s'] / 60:.1f}",
                          f"{v['speedup_vs_paper_7h']:.1f}x", memory, shown])
         lines += ["## MMVM on 3-view PolyMNIST, the paper's ResNets (epoch time extrapolated)",
                   f"Extrapolated: {mmvm['extrapolation']}. Target: 400 epochs in at most 15 min (the paper: 7 h).",
@@ -336,11 +347,12 @@ def prepare(args: argparse.Namespace) -> int:
         copy_checked(args.data_root / "mnist" / name, data / "mnist" / name, md5)
     for name, md5 in BACKGROUNDS[: parts.VIEWS]:
         copy_checked(args.data_root / BACKGROUND_DIR / name, data / BACKGROUND_DIR / name, md5)
-    limit = 512 if args.smoke else args.classifier_train_limit
+    limit = SMOKE["train_limit"] if args.smoke else args.classifier_train_limit
     epochs = 1 if args.smoke else args.classifier_epochs
     start = time.perf_counter()
-    train, test = (load_polymnist(data, split, parts.VIEWS, limit=limit if split == "train" else (256 if args.smoke else None),
-                                  cache_dir=cache_root(args.cache_dir)) for split in ("train", "test"))
+    cache = cache_root(args.cache_dir)
+    train = load_polymnist(data, "train", parts.VIEWS, limit=limit, cache_dir=cache)
+    test = load_polymnist(data, "test", parts.VIEWS, limit=SMOKE["test_limit"] if args.smoke else None, cache_dir=cache)
     key = f"polymnist-{parts.VIEWS}views-seed0-n{limit}-e{epochs}"
     classifier_dir = out / "classifiers"
     _, accuracy = train_modality_classifiers(train, test, epochs=epochs, device="cpu", seed=0, cache_dir=classifier_dir,
@@ -356,8 +368,8 @@ def prepare(args: argparse.Namespace) -> int:
     size = folder_bytes(out)
     if size > CARRY_LIMIT:
         raise SystemExit(f"{out} holds {size / 2**20:.1f} MiB, more than the {CARRY_LIMIT // 2**20} MiB that can be carried")
-    print(f"{out}: {size / 2**20:.1f} MiB; carry it with carry=[\"{out}\"] and run `bash benchmarks/gpu_check.sh` "
-          "(see its header)", flush=True)
+    print(f"{out}: {size / 2**20:.1f} MiB. On the GPU machine, from the repository root: "
+          f"GPU_CHECK_PREPARED={out} bash benchmarks/gpu_check.sh, with {out} carried (see the script's header)", flush=True)
     return 0
 
 

@@ -3,9 +3,10 @@
 # (gpu_check.json, gpu_check.md, gpu_check.log).
 #
 # 1. Once, on a CPU, in the repository root (the folder is ignored by git; about 20 MiB):
-#      python benchmarks/gpu_check.py prepare --out .gpu-check --data-root /work/shared/data
-#    It copies MNIST and the PolyMNIST backgrounds (the GPU machine gets no shared/ folder and no network),
-#    trains the coherence classifiers and builds wheels of pyro-ppl, pyro-api and nflows (missing there).
+#      python benchmarks/gpu_check.py prepare --out .gpu-check --data-root DATA
+#    DATA is the offline data folder holding mnist/ and polymnist_backgrounds/. It copies MNIST and the PolyMNIST
+#    backgrounds (the GPU machine gets no shared/ folder and no network), trains the coherence classifiers and
+#    builds wheels of pyro-ppl, pyro-api and nflows (missing there).
 # 2. On the GPU machine, through the device tool:
 #      run(command="bash benchmarks/gpu_check.sh", carry=[".gpu-check"], timeout_s=540)
 #    Options pass through to `gpu_check.py run`: --budget SECONDS (default 420: the parts' total; each part is
@@ -31,3 +32,9 @@ fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 export GPU_CHECK_COMMAND="bash benchmarks/gpu_check.sh${*:+ $*}"
 "$PYTHON" benchmarks/gpu_check.py run --prepared "$PREPARED" --out "$OUT" "$@" 2>&1 | tee "$OUT/gpu_check.log"
+status=$?
+if [ ! -f "$OUT/gpu_check.md" ]; then  # the driver died before its report: say so, with the end of its log
+    { echo "# GPU check: no report (gpu_check.py exited with status $status)"; echo; echo '```';
+      tail -n 40 "$OUT/gpu_check.log"; echo '```'; } > "$OUT/gpu_check.md"
+fi
+exit $status

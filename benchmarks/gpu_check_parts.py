@@ -232,7 +232,8 @@ def part_step_ratios(settings: dict, deadline: float, log: PartLog) -> None:
         if not check_time(log, what, deadline, group["estimate_s"]):
             continue
         out = Path(settings["work_dir"]) / f"step_time_{group['network']}_{group['variant'].replace(' ', '_')}.json"
-        argv = ["--network", group["network"], "--models", *group["models"], "--batch-size", str(settings["step_batch_size"]),
+        argv = ["--network", group["network"], "--models", *group["models"],
+                "--batch-size", str(settings["step_batch_size"]),
                 "--latent-dim", str(settings["step_latent_dim"]), *settings["step_options"], *group["options"],
                 "--threads", str(settings["threads"]), "--device", settings["device"], "--json", str(out)]
         print(f"$ python benchmarks/step_time.py {' '.join(argv)}", flush=True)
@@ -244,7 +245,8 @@ def part_step_ratios(settings: dict, deadline: float, log: PartLog) -> None:
         except (Exception, SystemExit) as err:
             log.fail(what, err)
             continue
-        entry = {"network": group["network"], "variant": group["variant"], "command": f"benchmarks/step_time.py {' '.join(argv)}",
+        entry = {"network": group["network"], "variant": group["variant"],
+                 "command": f"benchmarks/step_time.py {' '.join(argv)}",
                  "seconds": time.perf_counter() - start, "env": data["env"], "rows": data["rows"]}
         log.results["groups"].append(entry)
         for row in data["rows"]:
@@ -301,6 +303,12 @@ def part_mmvm_epoch(settings: dict, deadline: float, log: PartLog) -> None:
 # --- grid throughput ------------------------------------------------------------------------------------------
 
 
+def grid_data(settings: dict, batch_size: int) -> MultimodalDataset:
+    """The training tuples of ``grid_warm_steps`` + ``grid_timed_steps`` batches."""
+    steps = settings["grid_warm_steps"] + settings["grid_timed_steps"]
+    return polymnist({**settings, "train_limit": steps * batch_size}, "train")
+
+
 def grid_configs(settings: dict, k: int) -> list[RunConfig]:
     """K = 2·n runs: n β values 2^(j - n/2), j = 0..n-1, times seeds 0 and 1."""
     n = k // 2
@@ -317,7 +325,7 @@ def vectorized_seconds_per_step(configs: list[RunConfig], data: MultimodalDatase
     hyper["beta"] = torch.tensor([cfg.beta for cfg in configs], device=device)
     generators = [torch.Generator().manual_seed(cfg.seed) for cfg in configs]
     batches = stacked_batches(data, generators, first.batch_size)
-    warm, timed = batches[: settings["warm_steps"]], batches[settings["warm_steps"]:]
+    warm, timed = batches[: settings["grid_warm_steps"]], batches[settings["grid_warm_steps"]:]
     torch.manual_seed(first.seed)
     for batch in warm:
         runs.step(batch, hyper)
@@ -330,26 +338,24 @@ def vectorized_seconds_per_step(configs: list[RunConfig], data: MultimodalDatase
 
 
 def process_worker(settings: dict, cfg: dict, barrier, results) -> None:
-    """One run of the grid in its own process: warm up, wait for every worker, then train ``timed_steps`` steps and
-    put (start, end) monotonic seconds on ``results``."""
+    """One run of the grid in its own process: warm up, wait for every worker, then train ``grid_timed_steps``
+    steps and put (start, end) monotonic seconds on ``results``."""
     torch.set_num_threads(settings["worker_threads"])
     config = RunConfig.from_dict(cfg)
-    b = config.batch_size
-    data = polymnist({**settings, "train_limit": (settings["warm_steps"] + settings["timed_steps"]) * b}, "train")
-    data = data.to(config.device)
+    data = grid_data(settings, config.batch_size).to(config.device)
     trainer = trainer_for(config, build_model(config, data.event_shapes), settings)
-    trainer.fit(data.subset(slice(0, settings["warm_steps"] * b)))
+    trainer.fit(data.subset(slice(0, settings["grid_warm_steps"] * config.batch_size)))
     sync(trainer.device)
     barrier.wait(timeout=settings["barrier_timeout_s"])
     start = time.monotonic()
-    trainer.fit(data.subset(slice(settings["warm_steps"] * b, None)))
+    trainer.fit(data.subset(slice(settings["grid_warm_steps"] * config.batch_size, None)))
     sync(trainer.device)
     results.put((start, time.monotonic()))
 
 
 def processes_seconds_per_step(configs: list[RunConfig], settings: dict, deadline: float) -> float:
     """Wall seconds per step of K runs in K spawned processes sharing the device: from the first worker's start to
-    the last worker's end, over ``timed_steps``; every worker is killed at ``deadline``."""
+    the last worker's end, over ``grid_timed_steps``; every worker is killed at ``deadline``."""
     context = multiprocessing.get_context("spawn")
     barrier, results = context.Barrier(len(configs)), context.Queue()
     workers = [context.Process(target=process_worker, args=(settings, cfg.to_dict(), barrier, results), daemon=True)
@@ -374,18 +380,18 @@ def processes_seconds_per_step(configs: list[RunConfig], settings: dict, deadlin
             if worker.is_alive():
                 worker.kill()
                 worker.join()
-    return (max(end for _, end in spans) - min(start for start, _ in spans)) / settings["timed_steps"]
+    return (max(end for _, end in spans) - min(start for start, _ in spans)) / settings["grid_timed_steps"]
 
 
 def part_grid(settings: dict, deadline: float, log: PartLog) -> None:
     """Runs per hour of 400-epoch runs: one at a time (Trainer), vectorized (K runs), K processes sharing the device."""
     device = torch.device(settings["device"])
     b = settings["batch_size"]
-    data = polymnist({**settings, "train_limit": (settings["warm_steps"] + settings["timed_steps"]) * b}, "train")
-    data = data.to(device)
+    data = grid_data(settings, b).to(device)
     run_steps = PAPER_EPOCHS * steps_per_epoch(settings)
-    log.results["runs"] = f"MMVM, {settings['network']} networks, latent {settings['latent_dim']}, batch {b}, " \
-                          f"{PAPER_EPOCHS} epochs = {run_steps} steps per run; runs/hour = K * 3600 / (seconds per step * {run_steps})"
+    log.results["runs"] = (f"MMVM, {settings['network']} networks, latent {settings['latent_dim']}, batch {b}, "
+                           f"{PAPER_EPOCHS} epochs = {run_steps} steps per run; "
+                           f"runs/hour = K * 3600 / (seconds per step * {run_steps})")
     log.results["rows"] = []
 
     def add(mode: str, k: int, step_s: float) -> None:
@@ -401,8 +407,10 @@ def part_grid(settings: dict, deadline: float, log: PartLog) -> None:
 
     cfg = run_config(settings)
     try:
-        add("one at a time (Trainer)", 1, seconds_per_step(trainer_for(cfg, build_model(cfg, data.event_shapes), settings),
-                                                          data, settings["warm_steps"], settings["timed_steps"]))
+        trainer = trainer_for(cfg, build_model(cfg, data.event_shapes), settings)
+        add("one at a time (Trainer)", 1,
+            seconds_per_step(trainer, data, settings["grid_warm_steps"], settings["grid_timed_steps"]))
+        del trainer
     except Exception as err:
         log.fail("grid one at a time", err)
         return
@@ -419,7 +427,8 @@ def part_grid(settings: dict, deadline: float, log: PartLog) -> None:
         if not check_time(log, f"grid {k} processes", deadline, settings["process_estimate_s"]):
             continue
         try:
-            add(f"{k} processes sharing the device", k, processes_seconds_per_step(grid_configs(settings, k), settings, deadline))
+            step_s = processes_seconds_per_step(grid_configs(settings, k), settings, deadline)
+            add(f"{k} processes sharing the device", k, step_s)
         except Exception as err:
             log.fail(f"grid {k} processes", err)
     if len(log.results["rows"]) > 1:
