@@ -58,7 +58,7 @@ CARRY_LIMIT = 64 * 2**20  # what the device tool carries along with the working 
 WHEELS = ("pyro-ppl", "pyro-api", "nflows")  # pyromm's dependencies missing from the GPU image
 GRACE_S = 15.0  # a part may overrun its share by this much before it is killed
 # Each part's share of the budget (final_runs takes what is left at its turn).
-SHARES = {"data": 0.08, "step_ratios": 0.28, "mmvm_epoch": 0.24, "grid": 0.20, "final_runs": 0.20}
+SHARES = {"data": 0.06, "step_ratios": 0.26, "mmvm_epoch": 0.24, "grid": 0.19, "final_runs": 0.25}
 STEP_MODELS = list(parts.step_time.MODELS)
 
 
@@ -86,10 +86,10 @@ def step_groups(smoke: bool, backend: str) -> list[dict[str, Any]]:
 # The sizes of the full check: the MMVM paper's PolyMNIST run (App. B.4), and how long each measurement runs.
 FULL = dict(
     network="resnet", latent_dim=512, batch_size=256, train_limit=None, test_limit=None,
-    warm_steps=3, timed_steps=40, probe_steps=10, compile_estimate_s=40,
+    warm_steps=3, timed_steps=60, probe_steps=10, compile_estimate_s=40,
     step_batch_size=256, step_latent_dim=64, step_options=["--steps", "5", "--rounds", "2", "--warmup", "2"],
     grid_ks=[8, 16], grid_warm_steps=2, grid_timed_steps=15, process_counts=[8, 16], process_estimate_s=40,
-    eval_num_train=10000, eval_reserve_s=25, probe_reserve_s=5, min_train_s=10, final_train_s=None,
+    eval_num_train=10000, eval_reserve_s=15, probe_reserve_s=5, min_train_s=10, final_train_s=None,
     fallback_classifier_epochs=2,
 )
 # --smoke: every part for a step or two at tiny sizes (a CPU test of the script, not a measurement).

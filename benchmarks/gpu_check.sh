@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 PREPARED=${GPU_CHECK_PREPARED:-.gpu-check}
 mkdir -p "$OUT"
-if ! "$PYTHON" -c "import pyro, nflows" 2>/dev/null; then
+if ! "$PYTHON" -c "import importlib.util as u, sys; sys.exit(not (u.find_spec('pyro') and u.find_spec('nflows')))"; then
     if ! ls "$PREPARED"/wheels/*.whl >/dev/null 2>&1; then
         echo "pyro or nflows is missing and $PREPARED/wheels holds no wheels: run gpu_check.py prepare first" >&2
         exit 2
