@@ -18,7 +18,7 @@ wall budget each: latent accuracy and coherence). A part that runs past its shar
 it had saved is kept, and the run goes on. ``--smoke`` runs every part for a few steps at tiny sizes (conv networks,
 batch 8, aot_eager instead of inductor) in about a minute on a CPU.
 
-    python benchmarks/gpu_check.py prepare --out .gpu-check [--data-root DIR] [--classifier-epochs 3]
+    python benchmarks/gpu_check.py prepare --out .gpu-check --data-root DIR [--classifier-epochs 2]
     OUT=... bash benchmarks/gpu_check.sh [--budget 420] [--parts data mmvm_epoch ...] [--smoke --device cpu]
 """
 from __future__ import annotations
@@ -63,7 +63,8 @@ STEP_MODELS = list(parts.step_time.MODELS)
 
 
 def group(network: str, variant: str, models: list[str], options: list[str], estimate_s: float) -> dict[str, Any]:
-    """One step_time.py run: ``models`` on ``network`` with ``options``; ``estimate_s``: seconds it needs at least."""
+    """step_time.py runs of ``models`` on ``network`` with ``options``; ``estimate_s``: the seconds one model needs
+    at least (a model is not started with less left)."""
     return {"network": network, "variant": variant, "models": models, "options": options, "estimate_s": estimate_s}
 
 
@@ -75,11 +76,11 @@ def step_groups(smoke: bool, backend: str) -> list[dict[str, Any]]:
                 group("resnet", "float32 eager", ["mmvm-jensen"], [], 1),
                 group("conv", "bf16 eager", ["mmvm-jensen"], bf16, 1),
                 group("conv", compiled, ["independent"], ["--compile", backend], 1)]
-    return [group("conv", "float32 eager", STEP_MODELS, [], 10),
-            group("resnet", "float32 eager", STEP_MODELS, [], 10),
+    return [group("conv", "float32 eager", STEP_MODELS, [], 3),
+            group("resnet", "float32 eager", STEP_MODELS, [], 3),
             group("conv", compiled, ["mmvm-jensen"], ["--compile", backend], 40),
-            group("conv", "bf16 eager", STEP_MODELS, bf16, 10),
-            group("resnet", "bf16 eager", STEP_MODELS, bf16, 10),
+            group("conv", "bf16 eager", STEP_MODELS, bf16, 3),
+            group("resnet", "bf16 eager", STEP_MODELS, bf16, 3),
             group("resnet", compiled, ["mmvm-jensen"], ["--compile", backend], 40)]
 
 
@@ -380,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     pre.add_argument("--out", type=Path, default=ROOT / PREPARED, help=f"folder to carry (default {PREPARED})")
     pre.add_argument("--data-root", type=Path, required=True, help="folder holding mnist/ and polymnist_backgrounds/")
     pre.add_argument("--cache-dir", type=Path, help="where the generated PolyMNIST is cached (default $PYROMM_CACHE)")
-    pre.add_argument("--classifier-epochs", type=int, default=3)
+    pre.add_argument("--classifier-epochs", type=int, default=2)
     pre.add_argument("--classifier-train-limit", type=int, help="train the classifiers on this many tuples (default all)")
     pre.add_argument("--no-wheels", action="store_true", help="do not build the wheels (the GPU image lacks pyro)")
     pre.add_argument("--smoke", action="store_true", help="512 tuples, one epoch: to test the command")

@@ -231,35 +231,42 @@ def part_data(settings: dict, deadline: float, log: PartLog) -> None:
 
 
 def part_step_ratios(settings: dict, deadline: float, log: PartLog) -> None:
-    """``step_time.py`` per group (network, variant, models), each through ``step_time.main`` with ``--json``."""
+    """``step_time.py`` per group (network, variant) and model, through ``step_time.main`` with ``--json``: one call
+    per model, so that a model that fails (out of memory, say) costs only its own row."""
+    device = torch.device(settings["device"])
     log.results["groups"] = []
     for group in settings["step_groups"]:
         what = f"step_time {group['network']} {group['variant']}"
-        if not check_time(log, what, deadline, group["estimate_s"]):
-            continue
-        out = Path(settings["work_dir"]) / f"step_time_{group['network']}_{group['variant'].replace(' ', '_')}.json"
-        argv = ["--network", group["network"], "--models", *group["models"],
-                "--batch-size", str(settings["step_batch_size"]),
-                "--latent-dim", str(settings["step_latent_dim"]), *settings["step_options"], *group["options"],
-                "--threads", str(settings["threads"]), "--device", settings["device"], "--json", str(out)]
-        print(f"$ python benchmarks/step_time.py {' '.join(argv)}", flush=True)
-        start = time.perf_counter()
-        try:
-            with torch.random.fork_rng(devices=[]):
-                step_time.main(argv)
-            data = json.loads(out.read_text())
-        except (Exception, SystemExit) as err:
-            log.fail(what, err)
-            continue
-        entry = {"network": group["network"], "variant": group["variant"],
-                 "command": f"benchmarks/step_time.py {' '.join(argv)}",
-                 "seconds": time.perf_counter() - start, "env": data["env"], "rows": data["rows"]}
-        log.results["groups"].append(entry)
-        for row in data["rows"]:
-            if not row["general_path"]:
-                log.target(f"step ratio pyromm / hand-written, {group['network']}, {group['variant']}: {row['model']}",
-                           row["ratio"], STEP_RATIO_TARGET, below=True, unit="x")
-        log.save()
+        entry = {"network": group["network"], "variant": group["variant"], "commands": [], "seconds": 0.0, "rows": []}
+        for model in group["models"]:
+            if not check_time(log, f"{what}: {model}", deadline, group["estimate_s"]):
+                break
+            out = Path(settings["work_dir"]) / "step_time.json"
+            argv = ["--network", group["network"], "--models", model, "--batch-size", str(settings["step_batch_size"]),
+                    "--latent-dim", str(settings["step_latent_dim"]), *settings["step_options"], *group["options"],
+                    "--threads", str(settings["threads"]), "--device", settings["device"], "--json", str(out)]
+            command = f"python benchmarks/step_time.py {' '.join(argv)}"
+            print(f"$ {command}", flush=True)
+            start = time.perf_counter()
+            try:
+                with torch.random.fork_rng(devices=[]):
+                    step_time.main(argv)
+                data = json.loads(out.read_text())
+            except (Exception, SystemExit) as err:
+                log.fail(f"{what}: {model}", err)
+                free_device_memory(device)
+                continue
+            if not entry["rows"]:
+                entry["env"] = data["env"]
+                log.results["groups"].append(entry)
+            entry["commands"].append(command)
+            entry["seconds"] += time.perf_counter() - start
+            entry["rows"] += data["rows"]
+            for row in data["rows"]:
+                if not row["general_path"]:
+                    log.target(f"step ratio pyromm / hand-written, {group['network']}, {group['variant']}: {row['model']}",
+                               row["ratio"], STEP_RATIO_TARGET, below=True, unit="x")
+            log.save()
 
 
 # --- MMVM epoch time ------------------------------------------------------------------------------------------
