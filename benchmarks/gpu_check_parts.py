@@ -384,7 +384,9 @@ def processes_seconds_per_step(configs: list[RunConfig], settings: dict, deadlin
                 pass
     finally:
         for worker in workers:
-            worker.join(timeout=max(0.1, deadline - time.monotonic()))
+            if len(spans) < len(workers):  # one failed or the time is up: the others would wait at the barrier
+                worker.kill()
+            worker.join(timeout=30)
             if worker.is_alive():
                 worker.kill()
                 worker.join()
