@@ -304,6 +304,7 @@ def markdown_report(record: dict[str, Any]) -> str:
     if results.get("final_runs", {}).get("runs"):
         final = results["final_runs"]
         lines += ["## MMVM and independent VAEs at β = 1, equal wall budgets",
+                  f"Each trained for at most {final['train_budget_s']:.0f} s (whole epochs when one fits). "
                   f"Coherence classifiers: {final['classifiers']['source']}; their test accuracies "
                   + ", ".join(f"{m} {a:.3f}" for m, a in final["classifiers"]["test_accuracy"].items())
                   + f". Autocast: {final['autocast'] or 'none (float32)'}. Latent accuracy: logistic regression on "

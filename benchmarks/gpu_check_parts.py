@@ -459,12 +459,12 @@ def coherence_classifiers(settings: dict, train: MultimodalDataset, test: Multim
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
         sidecars = [manifest_path.parent / f"classifier_{m}.json" for m in train.modalities]
-        carried = all(p.is_file() and json.loads(p.read_text()).get("cache_key") == manifest["cache_key"] for p in sidecars)
-        source = f"carried ({manifest_path.parent}, {manifest['cache_key']})" if carried else \
-            f"trained here: the carried ones in {manifest_path.parent} do not match {manifest['cache_key']}"
+        key = manifest["cache_key"]
+        carried = all(p.is_file() and json.loads(p.read_text()).get("cache_key") == key for p in sidecars)
+        source = (f"carried ({manifest_path.parent}, {key})" if carried
+                  else f"trained here: the carried ones in {manifest_path.parent} do not match {key}")
         classifiers, accuracy = train_modality_classifiers(
-            train, test, epochs=manifest["epochs"], device=device, seed=0, cache_dir=manifest_path.parent,
-            cache_key=manifest["cache_key"])
+            train, test, epochs=manifest["epochs"], device=device, seed=0, cache_dir=manifest_path.parent, cache_key=key)
         return classifiers, accuracy, source
     epochs = settings["fallback_classifier_epochs"]
     classifiers, accuracy = train_modality_classifiers(train, test, epochs=epochs, device=device, seed=0)
@@ -488,12 +488,13 @@ def budgeted_run(cfg: RunConfig, train: MultimodalDataset, settings: dict, budge
     start = time.perf_counter()
     history = trainer.fit(data)
     sync(trainer.device)
-    return {"model": model, "probe_step_ms": 1e3 * step_s, "epochs": max(1, epochs) if epochs >= 1 else steps / per_epoch,
+    return {"model": model, "probe_step_ms": 1e3 * step_s, "epochs": epochs if epochs >= 1 else steps / per_epoch,
             "steps": trainer.step, "train_s": time.perf_counter() - start, "final_train_loss": history[-1]["train/loss"]}
 
 
 def part_final_runs(settings: dict, deadline: float, log: PartLog) -> None:
-    """MMVM and independent VAEs at β = 1, each trained for an equal share of the time left, then evaluated."""
+    """MMVM and independent VAEs at β = 1, each given the same training budget (an equal share of the time left
+    after loading, less the evaluations), then evaluated."""
     device = torch.device(settings["device"])
     start = time.perf_counter()
     train, test = polymnist(settings, "train").to(device), polymnist(settings, "test").to(device)
@@ -504,13 +505,16 @@ def part_final_runs(settings: dict, deadline: float, log: PartLog) -> None:
     log.results["runs"] = []
     log.save()
     eval_s = settings["eval_reserve_s"]
+    share = (deadline - time.monotonic()) / len(FINAL_MODELS) - eval_s - settings["probe_reserve_s"]
+    if settings["final_train_s"] is not None:
+        share = min(share, settings["final_train_s"])
+    log.results["train_budget_s"] = share
     for index, name in enumerate(FINAL_MODELS):
         left = deadline - time.monotonic()
-        budget = (left - (len(FINAL_MODELS) - index) * eval_s) / (len(FINAL_MODELS) - index) - settings["probe_reserve_s"]
-        if settings["final_train_s"] is not None:
-            budget = min(budget, settings["final_train_s"])
+        budget = min(share, (left - (len(FINAL_MODELS) - index) * eval_s) / (len(FINAL_MODELS) - index)
+                     - settings["probe_reserve_s"])
         if budget < settings["min_train_s"]:
-            log.skip(f"final run {name}", f"{left:.0f} s left: under {settings['min_train_s']} s of training each")
+            log.skip(f"final run {name}", f"{left:.0f} s left: under {settings['min_train_s']} s of training")
             continue
         cfg = run_config(settings, model=name, autocast=settings["final_autocast"])
         try:

@@ -123,6 +123,7 @@ def test_smoke_run_writes_the_report(shared_data_root, tmp_path):
     assert set(runs) == {"mmvm", "independent"} and results["final_runs"]["classifiers"]["source"].startswith("carried")
     for r in runs.values():
         assert set(r["latent_accuracy"]) == {"m0", "m1", "m2"} and 0 <= r["coherence_cross"] <= 1 and r["steps"] >= 1
+        assert r["train_budget_s"] == results["final_runs"]["train_budget_s"] <= 1.0  # --smoke caps it at 1 s
     targets = report["targets"]
     assert {t["part"] for t in targets} == {"step_ratios", "mmvm_epoch", "grid", "final_runs"}
     for t in targets:
