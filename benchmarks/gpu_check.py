@@ -190,6 +190,8 @@ def run(args: argparse.Namespace) -> int:
         "device": args.device,
         "device_name": gpu_name() if device.type == "cuda" else f"CPU: {machine(device)['cpu']}",
         "torch": torch.__version__,
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
         "smoke": args.smoke,
         "budget_s": args.budget,
         "data_root": str(args.data_root) if args.data_root else None,
@@ -248,6 +250,7 @@ def markdown_report(record: dict[str, Any]) -> str:
         markdown_table(["", ""], [
             ["date", record["date"]], ["device", f"{record['device_name']} ({record['device']})"],
             ["torch", record["torch"]], ["pyro", env["pyro"]], ["python", env["python"]],
+            ["float32 matmul precision; cuDNN TF32", f"{record['float32_matmul_precision']}; {record['cudnn_allow_tf32']}"],
             ["CPU", f"{env['cpu']}, {env['cores']} cores"], ["command", f"`{record['command']}`"],
             ["budget", f"{record['budget_s']:.0f} s; the whole check took {record['wall_s']:.0f} s"],
         ]),
