@@ -1,7 +1,8 @@
 """One prepared check of pyromm on a GPU: step ratios, the paper's MMVM epoch time, grid throughput and short runs.
 
-Run on the lent GPU machine through ``benchmarks/gpu_check.sh`` (it installs the carried wheels and sets the paths);
-its header gives the exact ``run`` call. Two commands:
+Run on the lent GPU machine through ``benchmarks/gpu_check.sh`` (it installs the carried wheels and sets the paths),
+with the device tool: ``run(command="bash benchmarks/gpu_check.sh", carry=[".gpu-check"], timeout_s=540)``, after
+``prepare`` wrote ``.gpu-check`` in the repository root. Two commands:
 
 * ``prepare --out .gpu-check`` (here, on a CPU, once): copies MNIST and the PolyMNIST backgrounds (md5-checked),
   trains the coherence classifiers on PolyMNIST and builds wheels of the packages the GPU image lacks (pyro-ppl,
@@ -9,7 +10,7 @@ its header gives the exact ``run`` call. Two commands:
 * ``run --out $OUT`` (there): every part in its own (forked) process, time-boxed, and the report
   ``$OUT/gpu_check.json`` and ``$OUT/gpu_check.md``.
 
-Parts, in order, with their share of ``--budget`` (seconds; what a part leaves unused goes to the later ones):
+Parts, in order, each with its share of ``--budget`` seconds (``SHARES``; what a part leaves goes to the later ones):
 ``data`` (PolyMNIST generated there, timed), ``step_ratios`` (``step_time.py`` per network and variant),
 ``mmvm_epoch`` (MMVM with the paper's ResNets, latent 512, batch 256: seconds per step extrapolated to an epoch,
 float32 / bf16, eager / compiled, peak memory, GPU utilisation), ``grid`` (runs per hour: one at a time,
