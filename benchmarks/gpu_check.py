@@ -59,7 +59,7 @@ CARRY_LIMIT = 64 * 2**20  # what the device tool carries along with the working 
 WHEELS = ("pyro-ppl", "pyro-api", "nflows")  # pyromm's dependencies missing from the GPU image
 GRACE_S = 15.0  # a part may overrun its share by this much before it is killed
 # Each part's share of the budget (final_runs takes what is left at its turn).
-SHARES = {"data": 0.06, "step_ratios": 0.26, "mmvm_epoch": 0.24, "grid": 0.19, "final_runs": 0.25}
+SHARES = {"data": 0.08, "step_ratios": 0.24, "mmvm_epoch": 0.24, "grid": 0.19, "final_runs": 0.25}
 STEP_MODELS = list(parts.step_time.MODELS)
 
 
