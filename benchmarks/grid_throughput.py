@@ -69,15 +69,24 @@ def train_one(cfg: RunConfig, threads: int) -> float:
     return trainer.fit(data)[-1]["train/loss"]
 
 
-def train_vectorized(configs: list[RunConfig], data: MultimodalDataset) -> list[float]:
-    """All runs of ``configs`` (same architecture, constant schedules) in one VectorizedRuns; returns each run's
-    last epoch's mean training loss."""
+def vectorized(
+    configs: list[RunConfig], data: MultimodalDataset
+) -> tuple[VectorizedRuns, dict, list[torch.Generator]]:
+    """The runs of ``configs`` (same architecture, constant schedules) as one VectorizedRuns on the first config's
+    device, their hyper (β: one per run) and their data-order generators (one per seed)."""
     first = configs[0]
     models = [build_model(cfg, data.event_shapes).to(first.device) for cfg in configs]
     runs = VectorizedRuns(models, build_objective(first), lr=first.lr)
     hyper = {k: v for k, v in build_schedules(first, 1).items() if k != "beta"}
     hyper["beta"] = torch.tensor([cfg.beta for cfg in configs], device=first.device)
-    generators = [torch.Generator().manual_seed(cfg.seed) for cfg in configs]
+    return runs, hyper, [torch.Generator().manual_seed(cfg.seed) for cfg in configs]
+
+
+def train_vectorized(configs: list[RunConfig], data: MultimodalDataset) -> list[float]:
+    """All runs of ``configs`` (same architecture, constant schedules) in one VectorizedRuns; returns each run's
+    last epoch's mean training loss."""
+    first = configs[0]
+    runs, hyper, generators = vectorized(configs, data)
     torch.manual_seed(first.seed)
     for _ in range(first.epochs):
         losses = torch.stack([runs.step(batch, hyper)[0] for batch in stacked_batches(data, generators, first.batch_size)])

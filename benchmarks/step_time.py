@@ -30,8 +30,14 @@ ratio pyromm / hand-written (> 1: pyromm is slower). On a CPU the step time is t
 thread, the step's own compute, robust to other load on a shared machine), with the wall-clock ratio next to
 it; on a GPU both are wall-clock after ``torch.cuda.synchronize()``.
 
+``--autocast bf16`` times both sides with their forward passes under bf16 autocast, as the Trainer runs them
+(``pyromm.train.acceleration.autocast``); ``--compile BACKEND`` times both sides compiled by ``torch.compile``
+(pyromm's objective as the Trainer compiles it, ``CompiledObjective``; the hand-written loss by ``torch.compile``),
+after at least two warm-up steps (the first call runs eagerly, the second compiles). The loss check always runs
+first, eagerly and in float32.
+
     python benchmarks/step_time.py --network conv [--models mvae mmvae-dreg] [--steps 10] [--rounds 3] [--threads 1]
-        [--json out.json]
+        [--autocast bf16] [--compile inductor] [--json out.json]
 """
 from __future__ import annotations
 
@@ -53,6 +59,7 @@ from pyromm.config import NETWORKS, RunConfig
 from pyromm.data import MultimodalBatch
 from pyromm.infer import ELBOObjective
 from pyromm.run import build_model, build_objective, build_stages
+from pyromm.train.acceleration import AUTOCAST_DTYPES, CompiledObjective, autocast
 
 IMAGE_SHAPE = (3, 28, 28)
 BETA = 1.0
@@ -158,11 +165,18 @@ def bench(name: str, args, batch: MultimodalBatch, xs: list[torch.Tensor]) -> di
     pyromm_loss = lambda: objective(model, batch, hyper).loss  # noqa: E731
     torch_loss = lambda: reference(nets, xs)  # noqa: E731
     loss_err, grad_err = compare(name, pyromm_loss, torch_loss, params)
+    if args.compile:
+        compiled_objective = CompiledObjective(objective, args.compile)
+        compiled_reference = torch.compile(reference, backend=args.compile)
+        pyromm_loss = lambda: compiled_objective(model, batch, hyper).loss  # noqa: E731
+        torch_loss = lambda: compiled_reference(nets, xs)  # noqa: E731
     opt = torch.optim.Adam([p for p in params if p.requires_grad], lr=1e-4)
 
     def step(loss_fn):
         opt.zero_grad(set_to_none=True)
-        loss_fn().backward()
+        with autocast(args.device, args.autocast):
+            loss = loss_fn()
+        loss.backward()
         opt.step()
 
     sides = {"pyromm": partial(step, pyromm_loss), "torch": partial(step, torch_loss)}
@@ -202,6 +216,8 @@ def environment(args) -> dict:
         "views": args.views,
         "steps": args.steps,
         "rounds": args.rounds,
+        "autocast": args.autocast,
+        "compile": args.compile,
     }
 
 
@@ -215,8 +231,12 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=10, help="timed steps per side per round")
     p.add_argument("--rounds", type=int, default=3, help="rounds; the side that steps first alternates by round")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per side first")
+    p.add_argument("--autocast", choices=sorted(AUTOCAST_DTYPES), help="time the forward passes under this autocast")
+    p.add_argument("--compile", metavar="BACKEND", help="time both sides compiled by torch.compile with this backend")
     add_run_options(p)
     args = p.parse_args(argv)
+    if args.compile and args.warmup < 2:
+        p.error("--compile needs --warmup >= 2: the first call runs eagerly, the second compiles")
     torch.set_num_threads(args.threads)
     pyro.enable_validation(False)  # as the trainer trains
     flushing = flush_denormals(p, args)
