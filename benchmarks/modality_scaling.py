@@ -39,7 +39,6 @@ from common import add_run_options, clock, flush_denormals, machine, timed  # be
 from pyromm.config import RunConfig
 from pyromm.data import MultimodalBatch
 from pyromm.run import build_model, build_objective
-from pyromm.train.trainer import as_objective
 
 MODELS = {
     "mmvm": {"model": "mmvm", "rate": "jensen"},
@@ -63,7 +62,7 @@ def setup(name: str, m: int, args) -> dict:
     )
     shape = IMAGE_SHAPE if args.network == "conv" else (args.features,)
     model = build_model(cfg, {f"m{i}": shape for i in range(m)}).to(args.device)
-    objective = as_objective(build_objective(cfg))
+    objective = build_objective(cfg)
     g = torch.Generator().manual_seed(m)
     batch = MultimodalBatch(
         {f"m{i}": torch.rand(args.batch_size, *shape, generator=g).to(args.device) for i in range(m)}

@@ -32,7 +32,7 @@ it; on a GPU both are wall-clock after ``torch.cuda.synchronize()``.
 
 ``--autocast bf16`` times both sides with their forward passes under bf16 autocast, as the Trainer runs them
 (``pyromm.train.acceleration.autocast``); ``--compile BACKEND`` times both sides compiled by ``torch.compile``
-(pyromm's objective as the Trainer compiles it, ``CompiledObjective``; the hand-written loss by ``torch.compile``),
+(pyromm's networks as the Trainer compiles them, ``compile_networks``; the hand-written loss whole by ``torch.compile``),
 after at least two warm-up steps (the first call runs eagerly, the second compiles). The loss check always runs
 first, eagerly and in float32.
 
@@ -59,7 +59,7 @@ from pyromm.config import NETWORKS, RunConfig
 from pyromm.data import MultimodalBatch
 from pyromm.infer import ELBOObjective
 from pyromm.run import build_model, build_objective, build_stages
-from pyromm.train.acceleration import AUTOCAST_DTYPES, CompiledObjective, autocast
+from pyromm.train.acceleration import AUTOCAST_DTYPES, autocast, compile_networks
 
 IMAGE_SHAPE = (3, 28, 28)
 BETA = 1.0
@@ -119,11 +119,11 @@ def pyromm_side(name: str, args) -> tuple[torch.nn.Module, object]:
         return model, ELBOObjective(pyro.infer.Trace_ELBO())
     stages = build_stages(cfg, model)
     if stages is None:
-        return model, ELBOObjective(build_objective(cfg))
+        return model, build_objective(cfg)
     trainable = {id(p) for p in stages[-1].trainable(model)}
     for p in model.parameters():
         p.requires_grad_(id(p) in trainable)
-    return model, as_objective(stages[-1].objective)
+    return model, stages[-1].objective
 
 
 def loss_and_grads(loss_fn, params: list[torch.nn.Parameter]) -> tuple[float, list[torch.Tensor | None]]:
@@ -166,9 +166,8 @@ def bench(name: str, args, batch: MultimodalBatch, xs: list[torch.Tensor]) -> di
     torch_loss = lambda: reference(nets, xs)  # noqa: E731
     loss_err, grad_err = compare(name, pyromm_loss, torch_loss, params)
     if args.compile:
-        compiled_objective = CompiledObjective(objective, args.compile)
+        compile_networks(model, args.compile)  # the networks both sides share, as the Trainer compiles them
         compiled_reference = torch.compile(reference, backend=args.compile)
-        pyromm_loss = lambda: compiled_objective(model, batch, hyper).loss  # noqa: E731
         torch_loss = lambda: compiled_reference(nets, xs)  # noqa: E731
     opt = torch.optim.Adam([p for p in params if p.requires_grad], lr=1e-4)
 
@@ -218,6 +217,7 @@ def environment(args) -> dict:
         "rounds": args.rounds,
         "autocast": args.autocast,
         "compile": args.compile,
+        "validate": args.validate,
     }
 
 
@@ -233,12 +233,16 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per side first")
     p.add_argument("--autocast", choices=sorted(AUTOCAST_DTYPES), help="time the forward passes under this autocast")
     p.add_argument("--compile", metavar="BACKEND", help="time both sides compiled by torch.compile with this backend")
+    p.add_argument(
+        "--validate", action="store_true",
+        help="time pyromm's side with Pyro's validation on (the Trainer's default); off: Trainer(validate=False)",
+    )
     add_run_options(p)
     args = p.parse_args(argv)
     if args.compile and args.warmup < 2:
         p.error("--compile needs --warmup >= 2: the first call runs eagerly, the second compiles")
     torch.set_num_threads(args.threads)
-    pyro.enable_validation(False)  # as the trainer trains
+    pyro.enable_validation(args.validate)  # as the trainer trains with validate=args.validate
     flushing = flush_denormals(p, args)
     g = torch.Generator().manual_seed(0)
     xs = [torch.rand(args.batch_size, *IMAGE_SHAPE, generator=g).to(args.device) for _ in range(args.views)]
