@@ -1,7 +1,6 @@
 """Importance-sampled joint test log-likelihood with the joint posterior as proposal (MultiVae, Appendix C.2)."""
 from __future__ import annotations
 
-import inspect
 import math
 from typing import Sequence
 
@@ -17,16 +16,10 @@ from pyromm.evaluation.reconstruction import modality_weight, seeded
 
 
 def has_batch_prior(model: InferenceModel) -> bool:
-    """True when ``model.prior`` is callable on a batch alone (``prior(batch)`` → p(z) per sample, the ``prior`` of
-    :class:`~pyromm.contracts.UnconditionalPrior`), the prior of the latent ``model.infer`` returns."""
-    prior = getattr(model, "prior", None)
-    if not callable(prior):
-        return False
-    try:
-        inspect.signature(prior).bind(None)
-    except (TypeError, ValueError):
-        return False
-    return True
+    """True when the model has ``prior(batch)`` → p(z) per sample (the ``prior`` of
+    :class:`~pyromm.contracts.UnconditionalPrior`), the prior of the latent ``model.infer`` returns. ``prior``
+    has this one meaning in pyromm: a data-dependent prior is a model's ``conditional_prior``."""
+    return callable(getattr(model, "prior", None))
 
 
 def joint_log_likelihood(

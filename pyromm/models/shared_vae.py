@@ -1,7 +1,6 @@
 """Multimodal VAEs with one shared latent: AVG, PoE/MVAE, MoE, MoPoE, MVTCAE as guide combinators."""
 from __future__ import annotations
 
-import inspect
 from functools import partial
 from typing import Callable, Mapping, Sequence
 
@@ -21,6 +20,12 @@ AGGREGATIONS: dict[str, Callable] = {
     "moe": aggregation.mixture_of_experts,
     "mopoe": aggregation.mixture_of_products,
     "mopoe_noprior": partial(aggregation.mixture_of_products, prior_expert="none"),
+}
+# The model options each named aggregation takes: stratified blocks (MoE, MoPoE) and the model's modalities (MoPoE).
+AGGREGATION_OPTIONS: dict[str, tuple[str, ...]] = {
+    "moe": ("blocks",),
+    "mopoe": ("blocks", "modalities"),
+    "mopoe_noprior": ("blocks", "modalities"),
 }
 
 
@@ -121,13 +126,12 @@ class SharedLatentVAE(MultimodalNetworks):
 
 
 def _bind_model_options(aggregate: Callable, name: str, modalities: Sequence[str], blocks: str) -> Callable:
-    """``aggregate`` with the model's ``modalities`` and the ``blocks`` rule bound, where it takes them;
-    ValueError for a block rule other than ``"even"`` asked of an aggregation without blocks."""
-    accepted = inspect.signature(aggregate).parameters
+    """``aggregate`` with the model's ``modalities`` and the ``blocks`` rule bound where :data:`AGGREGATION_OPTIONS`
+    says it takes them; ValueError for a block rule other than ``"even"`` asked of an aggregation without blocks."""
+    accepted = AGGREGATION_OPTIONS.get(name, ())
     options: dict = {"modalities": tuple(modalities)} if "modalities" in accepted else {}
     if "blocks" in accepted:
         options["blocks"] = aggregation.check_blocks(blocks)
     elif blocks != "even":
         raise ValueError(f"aggregation {name!r} has no stratified blocks; blocks={blocks!r} applies to 'moe' and 'mopoe'")
     return partial(aggregate, **options) if options else aggregate
-
