@@ -16,6 +16,12 @@ NETWORKS = ("mlp", "conv", "resnet", "spike_mlp")
 LIKELIHOODS = ("laplace", "normal", "bernoulli")
 OBJECTIVES = ("fast", "pyro")
 PROJECTOR_OBJECTIVES = ("dcca", "infonce")
+# Fields a resumed run may change: where and how long it trains and how it is evaluated, not what its
+# checkpoints mean.
+RESUMABLE_FIELDS = frozenset(
+    {"epochs", "device", "checkpoint_every", "classifier_epochs", "classifier_train_limit", "eval_num_train",
+     "latent_sampler", "data_root", "cache_root"}
+)
 
 
 class ConfigError(ValueError):
