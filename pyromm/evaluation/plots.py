@@ -19,6 +19,7 @@ from pyromm.data.dataset import MultimodalDataset
 from pyromm.evaluation.classifiers import evaluating
 from pyromm.evaluation.latent import encoder_means
 from pyromm.evaluation.reconstruction import distribution_mean, observed_only
+from pyromm.files import atomic_open
 
 SYMBOLS = {"beta": "β", "alpha": "α"}
 
@@ -146,7 +147,8 @@ def _tile(images: Tensor, pad: int = 1) -> np.ndarray:
 
 
 def _save(fig: Figure, path: str | Path) -> Path:
+    """Save ``fig`` atomically (``pyromm.files``) in the format of ``path``'s suffix."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    with atomic_open(path, "wb") as handle:
+        fig.savefig(handle, dpi=120, format=path.suffix.lstrip(".") or "png")
     return path
