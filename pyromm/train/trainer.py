@@ -52,6 +52,7 @@ from pyromm.files import remove_orphans
 from pyromm.identity import RunIdentity, RunIdentityError, check_checkpoint_config, check_run_directory, write_identity
 from pyromm.infer.objective import Objective, ObjectiveOutput
 from pyromm.lock import RunLock
+from pyromm.train.data_checks import check_training_data
 from pyromm.train.checkpoint import (
     CheckpointDir,
     CheckpointMismatchError,
@@ -257,8 +258,9 @@ class Trainer:
         model = self.model.to(self.device)
         if self.distributed is not None:
             self.distributed.broadcast_module(model)
-        train = resident(train, self.device, self.resident_fraction)
-        val = None if val is None else resident(val, self.device, self.resident_fraction)
+        train = resident(check_training_data(model, train, "train"), self.device, self.resident_fraction)
+        if val is not None:
+            val = resident(check_training_data(model, val, "validation"), self.device, self.resident_fraction)
         self._check_first_batch(train)
         if val is not None:
             self._check_first_batch(val)
