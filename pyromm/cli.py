@@ -197,39 +197,52 @@ def _show_warning(message: Warning | str, category: type[Warning], *_: Any, **__
 
 
 def _run_reporting_errors(args: argparse.Namespace) -> int:
-    from pyromm.data import ChecksumError, DataFormatError, DataValidationError, IdxFormatError
-    from pyromm.train.checkpoint import CheckpointError
-
     try:
         return args.func(args)
-    except ConfigError as err:
-        return _fail(f"config error: {err}", EXIT_USAGE)
-    except RunIdentityError as err:
-        return _fail(str(err), EXIT_USAGE)
-    except RunLockedError as err:
-        return _fail(str(err))
-    except DiskFullError as err:
-        return _fail(f"disk full: cannot write {err.filename} ({err.strerror}); free some space and run the command again")
-    except FloatingPointError as err:
-        return _fail(f"training diverged: {err} (try a lower learning rate, or --set on_nonfinite=skip)")
-    except ChecksumError as err:
-        return _fail(f"{err} (the file is corrupt or a different version: delete it, or replace it with a good copy)")
-    except FileNotFoundError as err:
-        return _fail(_describe_missing(err))
-    except (DataValidationError, DataFormatError, IdxFormatError, CheckpointError, CLIError) as err:
-        return _fail(str(err))
-    except json.JSONDecodeError as err:
-        return _fail(f"invalid JSON: {err}", EXIT_USAGE)
-    except OSError as err:
-        if err.filename is not None:
-            reason = err.strerror or os.strerror(err.errno or errno.EIO)
-            return _fail(f"cannot access {err.filename}: {reason} (run with --debug for the traceback)")
-        return _fail(f"{type(err).__name__}: {err} (run with --debug for the traceback)")
-    except ValueError as err:
-        return _fail(f"{type(err).__name__}: {err} (run with --debug for the traceback)")
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:
+        reported = _one_line(err)
+        if reported is None:
+            raise
+        return _fail(*reported)
+
+
+def _one_line(err: Exception) -> tuple[str, int] | None:
+    """The one-line message and exit status of an error pyromm can name, None for any other.
+
+    Error classes of modules that import torch are matched only once those modules are loaded (an error of
+    theirs cannot happen before), so that a config error answers without importing torch."""
+    data_errors = _loaded("pyromm.data", "DataValidationError", "DataFormatError", "IdxFormatError")
+    if isinstance(err, ConfigError):
+        return f"config error: {err}", EXIT_USAGE
+    if isinstance(err, RunIdentityError):
+        return str(err), EXIT_USAGE
+    if isinstance(err, DiskFullError):
+        return f"disk full: cannot write {err.filename} ({err.strerror}); free some space and run again", EXIT_ERROR
+    if isinstance(err, FloatingPointError):
+        return f"training diverged: {err} (try a lower learning rate, or --set on_nonfinite=skip)", EXIT_ERROR
+    if isinstance(err, _loaded("pyromm.data", "ChecksumError")):
+        return f"{err} (the file is corrupt or a different version: delete it, or replace it with a good copy)", EXIT_ERROR
+    if isinstance(err, FileNotFoundError):
+        return _describe_missing(err), EXIT_ERROR
+    if isinstance(err, (RunLockedError, CLIError, *data_errors, *_loaded("pyromm.train.checkpoint", "CheckpointError"))):
+        return str(err), EXIT_ERROR
+    if isinstance(err, json.JSONDecodeError):
+        return f"invalid JSON: {err}", EXIT_USAGE
+    if isinstance(err, OSError) and err.filename is not None:
+        reason = err.strerror or os.strerror(err.errno or errno.EIO)
+        return f"cannot access {err.filename}: {reason} (run with --debug for the traceback)", EXIT_ERROR
+    if isinstance(err, (ValueError, OSError)):
+        return f"{type(err).__name__}: {err} (run with --debug for the traceback)", EXIT_ERROR
+    return None
+
+
+def _loaded(module: str, *names: str) -> tuple[type[Exception], ...]:
+    """The exception classes ``names`` of ``module`` when it has been imported, else ()."""
+    loaded = sys.modules.get(module)
+    return () if loaded is None else tuple(getattr(loaded, name) for name in names)
 
 
 def _describe_missing(err: FileNotFoundError) -> str:
