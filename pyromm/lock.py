@@ -65,9 +65,12 @@ class RunLock:
                 f"run directory {self.run_dir} is locked by {_describe(previous)}, which cannot be checked from "
                 f"{socket.gethostname()}; if that process has ended, delete {self.path}"
             )
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(_me()).encode(), 0)
-        os.fsync(fd)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(_me()).encode(), 0)
+            os.fsync(fd)
+        except OSError:
+            pass  # a full disk: the flock still excludes other writers, who then cannot name this holder
         _HELD[self.path] = (os.getpid(), fd, 1)
 
     def release(self) -> None:
@@ -121,7 +124,7 @@ def _me() -> dict[str, Any]:
 
 def _describe(holder: dict[str, Any] | None) -> str:
     if not holder:
-        return "another process (its lock file is being written)"
+        return "another process (its lock file is being written, or could not be: is the disk full?)"
     return f"pid {holder.get('pid')} on host {holder.get('host')} (since {holder.get('since')})"
 
 
