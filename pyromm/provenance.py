@@ -1,7 +1,8 @@
 """Where an evaluation comes from: the checkpoint it scored, and whether that is still the run's newest.
 
 ``evaluation.json`` records ``source``: the checkpoint file (relative to the run directory), its epoch, batch
-and step, and the run identity stamp (``pyromm.identity``) of the checkpoint. An evaluation is stale when the
+and step, and the run identity stamp (``pyromm.identity``) of the checkpoint; None when the run directory had
+no checkpoint. An evaluation is stale when the
 run has a newer checkpoint than the one scored, or its identity has changed since.
 """
 from __future__ import annotations
@@ -40,9 +41,11 @@ def latest_source(run_dir: str | os.PathLike) -> dict[str, Any] | None:
 
 def evaluation_problem(run_dir: str | os.PathLike, results: Mapping[str, Any]) -> str | None:
     """Why the evaluation ``results`` of ``run_dir`` no longer describes the run (None when it does)."""
-    source = results.get("source")
-    if not isinstance(source, Mapping) or "checkpoint" not in source:
+    if "source" not in results:
         return "it does not record which checkpoint it scored (written by an older pyromm)"
+    source = results["source"]
+    if not isinstance(source, Mapping) or "checkpoint" not in source:
+        return "it scored a model that was not loaded from a checkpoint of this run"
     scored = f"it scored {source['checkpoint']} (epoch {source.get('epoch')}, step {source.get('step')})"
     latest = CheckpointDir(Path(run_dir) / CHECKPOINT_DIR).latest()
     if latest is None:

@@ -146,7 +146,7 @@ def test_checkpoint_with_its_checksum_key_renamed_is_refused(runs, tmp_path):
 
 def test_resume_modes_and_the_resume_message(runs, tmp_path, capsys):
     run = copy_run(runs, tmp_path)
-    with pytest.raises(RunIdentityError, match=r"^resume='must', but .*empty/checkpoints holds no checkpoint"):
+    with pytest.raises(FileNotFoundError, match=r"^resume='must', but .*empty/checkpoints holds no checkpoint"):
         train(cfg(), tmp_path / "empty", progress=False, resume="must")
     capsys.readouterr()
     _, history, _, _ = train(cfg(epochs=2), run, progress=False, resume="must")

@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 
 from pyromm.data.dataset import MultimodalDataset
 from pyromm.files import remove_orphans
-from pyromm.identity import RunIdentity, RunIdentityError, check_checkpoint_config, check_run_directory, write_identity
+from pyromm.identity import RunIdentity, check_checkpoint_config, check_run_directory, write_identity
 from pyromm.infer.objective import Objective, ObjectiveOutput
 from pyromm.lock import RunLock
 from pyromm.train.data_checks import check_training_data
@@ -336,7 +336,7 @@ class Trainer:
         if self.distributed is not None:
             latest = self.distributed.broadcast_object(latest)
         if latest is None and self.resume == "must":
-            raise RunIdentityError(f"resume='must', but {checkpoints.directory} holds no checkpoint to resume from")
+            raise FileNotFoundError(f"resume='must', but {checkpoints.directory} holds no checkpoint to resume from")
         if latest is not None:
             path, state = latest
             check_checkpoint_config(identity.config, state, path)
