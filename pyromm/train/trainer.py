@@ -52,7 +52,6 @@ from pyromm.files import remove_orphans
 from pyromm.identity import RunIdentity, check_checkpoint_config, check_run_directory, write_identity
 from pyromm.infer.objective import Objective, ObjectiveOutput
 from pyromm.lock import RunLock
-from pyromm.train.data_checks import check_training_data
 from pyromm.train.checkpoint import (
     CheckpointDir,
     CheckpointMismatchError,
@@ -62,6 +61,7 @@ from pyromm.train.checkpoint import (
     model_signature,
     restore_rng_state,
 )
+from pyromm.train.data_checks import check_training_data
 from pyromm.train.distributed import DataParallel
 from pyromm.train.acceleration import CompiledObjective, autocast, check_autocast, flushing_denormals
 from pyromm.train.logging import MetricsLog
