@@ -342,8 +342,8 @@ def evaluate_run(
     run_dir: str | Path,
     source: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Latent accuracy, coherence and reconstruction error; writes evaluation.json and plots (atomically,
-    holding the run directory's lock).
+    """Latent accuracy, coherence and reconstruction error; writes the plots, then evaluation.json (each
+    atomically, holding the run directory's lock).
 
     ``evaluation.json`` records under ``source`` the checkpoint scored (default: the newest in ``run_dir``,
     which ``model`` must hold), its epoch, step and run identity (``pyromm.provenance``). The coherence
@@ -370,9 +370,9 @@ def evaluate_run(
         results["classifier_accuracy"] = clf_acc
         results["config"] = cfg.to_dict()
         results["source"] = source
-        write_json(run_dir / EVALUATION_FILE, results)
         plot_latent_scatter(model, test_set.to(device), model.modality_names[0], run_dir / "latent_scatter.png")
         plot_conditional_grid(model, test_set.to(device), run_dir / "conditional_generation.png")
+        write_json(run_dir / EVALUATION_FILE, results)  # last: an evaluation.json says the plots are there too
     return results
 
 

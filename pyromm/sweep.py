@@ -20,7 +20,7 @@ import torch
 from pyromm.config import ConfigError, RunConfig
 from pyromm.evaluation import plot_tradeoff
 from pyromm.executors import LAUNCHERS, open_executor
-from pyromm.files import write_json, write_text
+from pyromm.files import remove_orphans, write_json, write_text
 from pyromm.lock import RunLock, locked_by
 from pyromm.provenance import EVALUATION_FILE, evaluation_problem
 from pyromm.run import classifier_cache, coherence_classifiers, run
@@ -118,11 +118,13 @@ def run_job(
 ) -> dict[str, Any]:
     """One grid run: train and evaluate ``cfg`` in ``run_dir`` (with ``resume``, a run already evaluated for this
     config from its newest checkpoint is read back, not retrained) and return its table row. ``threads`` sets
-    torch's CPU threads. The run directory is locked throughout: a run another process is writing fails at once
-    (``pyromm.lock.RunLockedError``)."""
+    torch's CPU threads. The run directory is locked throughout (a run another process is writing fails at once:
+    ``pyromm.lock.RunLockedError``) and cleared of the temporary files of interrupted writes."""
     if threads is not None:
         torch.set_num_threads(threads)
     with RunLock(run_dir):
+        remove_orphans(run_dir)
+        remove_orphans(Path(run_dir) / "checkpoints")
         results = finished_results(cfg, run_dir) if resume else None
         if results is None:
             results = run(cfg, run_dir, progress=progress, resume=resume)

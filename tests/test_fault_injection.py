@@ -43,20 +43,21 @@ def one_thread():
 
 
 def full_disk_once(marker):
-    """Pool initializer: one torch thread; the first fsync after the marker's countdown reports ENOSPC, once for
-    all workers (the marker file is claimed with O_EXCL)."""
+    """Pool initializer: one torch thread; a random early fsync of a file being written atomically (a ``.tmp``)
+    reports ENOSPC, once for all workers (the marker file is claimed with O_EXCL)."""
     torch.set_num_threads(1)
     real_fsync = os.fsync
-    countdown = [random.randrange(2, 12)]
+    countdown = [random.randrange(1, 6)]
 
     def fsync(fd):
-        countdown[0] -= 1
-        if countdown[0] == 0:
-            try:
-                os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-            except FileExistsError:
-                return real_fsync(fd)
-            raise OSError(errno.ENOSPC, "No space left on device")
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".tmp"):
+            countdown[0] -= 1
+            if countdown[0] == 0:
+                try:
+                    os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                except FileExistsError:
+                    return real_fsync(fd)
+                raise OSError(errno.ENOSPC, "No space left on device")
         return real_fsync(fd)
 
     os.fsync = fsync
