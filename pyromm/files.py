@@ -106,11 +106,12 @@ def _fsync_directory(directory: Path) -> None:
 
 
 def _named(err: OSError, path: Path) -> OSError:
-    """``err`` with ``path`` as its file name; a full disk becomes ``DiskFullError``."""
+    """``err`` with ``path`` as its file name (built-in OS errors without one); a full disk becomes
+    ``DiskFullError``."""
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
         return DiskFullError(
             err.errno, f"{os.strerror(err.errno)} while writing (the previous file, if any, is kept)", str(path)
         )
-    if err.filename is None:
+    if err.filename is None and err.errno is not None and type(err).__module__ == "builtins":
         return type(err)(err.errno, err.strerror or str(err), str(path))
-    return err
+    return err  # named already, or not an OS error of the write (e.g. a failed download inside the block)
