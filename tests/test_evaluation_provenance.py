@@ -1,6 +1,7 @@
 """Evaluations record the checkpoint they scored; stale, unreadable and half-written ones never pass as results."""
 import errno
 import json
+import os
 import shutil
 import subprocess
 
@@ -140,23 +141,22 @@ def fill(directory):
 def test_full_disk_during_evaluation_keeps_the_previous_evaluation_and_names_the_path(
     evaluated, small_disk, tmp_path, monkeypatch, capsys
 ):
-    """On a real 3 MB tmpfs filled while the metrics are computed; where mounting is not allowed, the disk
-    reports ENOSPC on fsync instead (as NFS and delayed allocation do)."""
+    """On a real 3 MB tmpfs filled once the metrics and plots are done, as evaluation.json is written; where
+    mounting is not allowed, the disk reports ENOSPC on fsync instead (as NFS and delayed allocation do)."""
     run_dir = copy_of(evaluated, small_disk or tmp_path)
     previous = (run_dir / "evaluation.json").read_bytes()
-    real_evaluate = run_module.evaluate
+    real_write_json, real_fsync = run_module.write_json, os.fsync
 
-    def evaluate_filling_the_disk(*args, **kwargs):
-        results = real_evaluate(*args, **kwargs)
+    def write_json_on_a_full_disk(path, value):
         if small_disk is not None:
             fill(small_disk)
         else:
             def no_space(fd):
                 raise OSError(errno.ENOSPC, "No space left on device")
             monkeypatch.setattr("pyromm.files.os.fsync", no_space)
-        return results
+        real_write_json(path, value)
 
-    monkeypatch.setattr(run_module, "evaluate", evaluate_filling_the_disk)
+    monkeypatch.setattr(run_module, "write_json", write_json_on_a_full_disk)
     path = run_dir / "evaluation.json"
     assert main(["evaluate", str(run_dir)]) == 1
     assert capsys.readouterr().err == (
@@ -165,6 +165,10 @@ def test_full_disk_during_evaluation_keeps_the_previous_evaluation_and_names_the
     )
     assert path.read_bytes() == previous
     assert not [p for p in run_dir.iterdir() if p.name.endswith(".tmp")]
+    if small_disk is not None:  # space again, until the next evaluation.json
+        (small_disk / "filler").unlink()
+    else:
+        monkeypatch.setattr("pyromm.files.os.fsync", real_fsync)
     cfg, model, source = load_run_with_source(run_dir)
     train_set, test_set = load_data(cfg)
     with pytest.raises(DiskFullError) as err:
