@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import warnings
 
-import torch
 from torch import nn
 
 from pyromm.data.dataset import DataValidationError, MultimodalDataset
