@@ -50,7 +50,7 @@ from pyromm.data.mnist import MNIST_MD5
 from pyromm.data.paths import verify_md5
 from pyromm.data.polymnist import BACKGROUND_DIR, BACKGROUNDS
 from pyromm.evaluation import train_modality_classifiers
-from pyromm.train.checkpoint import atomic_open
+from pyromm.files import atomic_open
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent

@@ -42,7 +42,7 @@ from pyromm.data import MultimodalDataset, load_polymnist
 from pyromm.evaluation import coherence, latent_classification, train_modality_classifiers
 from pyromm.run import build_model, build_objective, build_schedules
 from pyromm.train import Trainer
-from pyromm.train.checkpoint import atomic_open
+from pyromm.files import atomic_open
 from pyromm.train.vectorized import stacked_batches
 
 VIEWS = 3

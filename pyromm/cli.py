@@ -8,20 +8,26 @@
                         [--root DIR] [--cache DIR] [--views M]
     pyromm data list [--root DIR] [--cache DIR]
 
-Errors the user can fix (bad configuration, missing or corrupt files, unreadable checkpoints) are
-reported as one line on stderr with a non-zero exit status (2 for configuration and usage errors,
-1 otherwise); ``--debug`` (or ``$PYROMM_DEBUG=1``) shows the traceback instead.
+Every failure pyromm can name (bad configuration, a run directory of another experiment or in use by
+another process, missing or corrupt files, unreadable checkpoints, a full disk, a NaN loss) is reported as
+one line on stderr with a non-zero exit status (2 for configuration and usage errors, 1 otherwise), and
+warnings as one line each; ``--debug`` (or ``$PYROMM_DEBUG=1``) shows the traceback instead.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
 from pyromm.config import ConfigError, RunConfig
+from pyromm.files import DiskFullError
+from pyromm.identity import RunIdentityError, check_run_directory
+from pyromm.lock import RunLock, RunLockedError
 
 PROG = "pyromm"
 QUICKSTART_MODELS = ("independent", "mmvm")
@@ -180,30 +186,63 @@ def main(argv: list[str] | None = None) -> int:
     debug = args.debug or os.environ.get("PYROMM_DEBUG", "") not in ("", "0")
     if debug:
         return args.func(args)
-    return _run_reporting_errors(args)
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        return _run_reporting_errors(args)
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+    """A warning as one line on stderr, without the source line."""
+    print(f"{PROG}: warning: {' '.join(str(message).split())}", file=sys.stderr)
 
 
 def _run_reporting_errors(args: argparse.Namespace) -> int:
-    from pyromm.data import ChecksumError, DataFormatError, DataValidationError, IdxFormatError
-    from pyromm.train.checkpoint import CheckpointError
-
     try:
         return args.func(args)
-    except ConfigError as err:
-        return _fail(f"config error: {err}", EXIT_USAGE)
-    except ChecksumError as err:
-        return _fail(f"{err} (the file is corrupt or a different version: delete it, or replace it with a good copy)")
-    except FileNotFoundError as err:
-        return _fail(_describe_missing(err))
-    except (DataValidationError, DataFormatError, IdxFormatError, CheckpointError, CLIError) as err:
-        return _fail(str(err))
-    except json.JSONDecodeError as err:
-        return _fail(f"invalid JSON: {err}", EXIT_USAGE)
-    except (ValueError, OSError) as err:
-        return _fail(f"{type(err).__name__}: {err} (run with --debug for the traceback)")
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:
+        reported = _one_line(err)
+        if reported is None:
+            raise
+        return _fail(*reported)
+
+
+def _one_line(err: Exception) -> tuple[str, int] | None:
+    """The one-line message and exit status of an error pyromm can name, None for any other.
+
+    Error classes of modules that import torch are matched only once those modules are loaded (an error of
+    theirs cannot happen before), so that a config error answers without importing torch."""
+    data_errors = _loaded("pyromm.data", "DataValidationError", "DataFormatError", "IdxFormatError")
+    if isinstance(err, ConfigError):
+        return f"config error: {err}", EXIT_USAGE
+    if isinstance(err, RunIdentityError):
+        return str(err), EXIT_USAGE
+    if isinstance(err, DiskFullError):
+        return f"disk full: cannot write {err.filename} ({err.strerror}); free some space and run again", EXIT_ERROR
+    if isinstance(err, FloatingPointError):
+        return f"training diverged: {err} (try a lower learning rate, or --set on_nonfinite=skip)", EXIT_ERROR
+    if isinstance(err, _loaded("pyromm.data", "ChecksumError")):
+        return f"{err} (the file is corrupt or a different version: delete it, or replace it with a good copy)", EXIT_ERROR
+    if isinstance(err, FileNotFoundError):
+        return _describe_missing(err), EXIT_ERROR
+    if isinstance(err, (RunLockedError, CLIError, *data_errors, *_loaded("pyromm.train.checkpoint", "CheckpointError"))):
+        return str(err), EXIT_ERROR
+    if isinstance(err, json.JSONDecodeError):
+        return f"invalid JSON: {err}", EXIT_USAGE
+    if isinstance(err, OSError) and err.filename is not None:
+        reason = err.strerror or os.strerror(err.errno or errno.EIO)
+        return f"cannot access {err.filename}: {reason} (run with --debug for the traceback)", EXIT_ERROR
+    if isinstance(err, (ValueError, OSError)):
+        return f"{type(err).__name__}: {err} (run with --debug for the traceback)", EXIT_ERROR
+    return None
+
+
+def _loaded(module: str, *names: str) -> tuple[type[Exception], ...]:
+    """The exception classes ``names`` of ``module`` when it has been imported, else ()."""
+    loaded = sys.modules.get(module)
+    return () if loaded is None else tuple(getattr(loaded, name) for name in names)
 
 
 def _describe_missing(err: FileNotFoundError) -> str:
@@ -316,34 +355,26 @@ def build_config(config_file: str | None, overrides: Sequence[str]) -> RunConfig
         raise ConfigError(str(err)) from None
 
 
-# Fields that may change when a run is resumed: they do not change what the checkpoints mean.
-RESUMABLE_CHANGES = {"epochs", "device", "checkpoint_every", "classifier_epochs", "eval_num_train", "data_root", "cache_root"}
-
-
 def check_resume_config(cfg: RunConfig, run_dir: Path) -> None:
-    """Refuse to resume a run directory trained with a different config (other than ``RESUMABLE_CHANGES``)."""
-    saved_path = run_dir / "config.json"
-    if not (run_dir / "checkpoints").is_dir() or not saved_path.is_file():
-        return
-    try:
-        saved = json.loads(saved_path.read_text()).get("run", {})
-    except (ValueError, AttributeError):
-        return
-    new = cfg.to_dict()
-    changed = [k for k in new if k not in RESUMABLE_CHANGES and k in saved and saved[k] != new[k]]
-    if changed:
-        diffs = ", ".join(f"{k}: {saved[k]!r} -> {new[k]!r}" for k in changed)
-        raise ConfigError(
-            f"{run_dir} holds a run with a different config ({diffs}); pass --no-resume to start it afresh "
-            "or --out for another run directory"
-        )
+    """Refuse, before torch is imported, to resume a run directory with checkpoints of another experiment
+    (its ``run`` config differs beyond ``RESUMABLE_FIELDS``) or without a readable config.json."""
+    checkpoints = run_dir / "checkpoints"
+    if checkpoints.is_dir() and any(checkpoints.glob("epoch-*.pt")):
+        check_run_directory(run_dir, {"run": cfg.to_dict()}, scope=("run",))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = build_config(args.config, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / f"{cfg.model}_beta{cfg.beta:g}"
-    resume = not args.no_resume
-    if resume:
+    if os.environ.get("RANK", "0") != "0":  # a data-parallel rank other than 0 (torchrun): rank 0 locks
+        return _train(args, cfg, out)
+    with RunLock(out):
+        return _train(args, cfg, out)
+
+
+def _train(args: argparse.Namespace, cfg: RunConfig, out: Path) -> int:
+    resume = "never" if args.no_resume else "auto"
+    if not args.no_resume:
         check_resume_config(cfg, out)
     _check_device(cfg.device)
     from pyromm.run import run, train
@@ -373,7 +404,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from pyromm.run import evaluate_run, load_data, load_run
+    from pyromm.run import evaluate_run, load_data, load_run_with_source
 
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
@@ -383,13 +414,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.device:
         _check_device(args.device)
     _set_threads(args.threads)
-    cfg, model = load_run(run_dir, map_location=args.device or "cpu")
-    if args.device:
-        cfg = cfg.replace(device=args.device)
-    else:
-        _check_device(cfg.device)
-    train_set, test_set = load_data(cfg)
-    results = evaluate_run(model, train_set, test_set, cfg, run_dir)
+    with RunLock(run_dir):
+        cfg, model, source = load_run_with_source(run_dir, map_location=args.device or "cpu")
+        if args.device:
+            cfg = cfg.replace(device=args.device)
+        else:
+            _check_device(cfg.device)
+        train_set, test_set = load_data(cfg)
+        results = evaluate_run(model, train_set, test_set, cfg, run_dir, source)
+    print(f"scored {source['checkpoint']} (epoch {source['epoch']}, step {source['step']})")
     print(f"{run_dir}: {cfg.model} (beta {cfg.beta:g}) on {cfg.dataset}")
     print(format_summary(results))
     print(f"wrote {run_dir / 'evaluation.json'}")
@@ -402,10 +435,12 @@ def cmd_collect(args: argparse.Namespace) -> int:
     results_dir = Path(args.results_dir)
     if not results_dir.is_dir():
         raise CLIError(f"results directory {results_dir} does not exist")
-    rows = collect(results_dir)
+    rows, skipped = collect(results_dir)
     print(format_table(rows))
-    print(f"{len(rows)} runs; wrote {results_dir / 'results.csv'}, results.json, tradeoff_latent.png, "
-          "tradeoff_coherence.png")
+    for name, why in skipped:
+        print(f"skipped {name}: {why}")
+    runs = f"{len(rows)} runs" + (f" ({len(skipped)} directories skipped)" if skipped else "")
+    print(f"{runs}; wrote {results_dir / 'results.csv'}, results.json, tradeoff_latent.png, tradeoff_coherence.png")
     return 0
 
 

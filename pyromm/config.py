@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -17,7 +18,15 @@ DEFAULT_RATE = {"mmvm": "jensen", "moe": "selected", "mopoe": "selected", "mopoe
 NETWORKS = ("mlp", "conv", "resnet", "spike_mlp")
 LIKELIHOODS = ("laplace", "normal", "bernoulli")
 OBJECTIVES = ("fast", "pyro")
+DEVICE_PATTERN = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
+SEED_RANGE = (0, 2**32 - 1)  # what numpy's legacy seeding accepts
 PROJECTOR_OBJECTIVES = ("dcca", "infonce")
+# Fields a resumed run may change: where and how long it trains and how it is evaluated, not what its
+# checkpoints mean.
+RESUMABLE_FIELDS = frozenset(
+    {"epochs", "device", "checkpoint_every", "classifier_epochs", "classifier_train_limit", "eval_num_train",
+     "latent_sampler", "data_root", "cache_root"}
+)
 
 
 class ConfigError(ValueError):
@@ -131,6 +140,22 @@ class RunConfig:
     def validate(self) -> None:
         for f in fields(self):
             _check_type(f.name, getattr(self, f.name), f.type)
+            _check_finite(f.name, getattr(self, f.name))
+        if not DEVICE_PATTERN.match(self.device):
+            raise ConfigError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'mps', got {self.device!r}")
+        if not SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]:
+            raise ConfigError(f"seed must be an integer in [{SEED_RANGE[0]}, {SEED_RANGE[1]}], got {self.seed}")
+        if any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in self.hidden):
+            raise ConfigError(f"hidden must be a list of integer layer sizes >= 1, got {self.hidden!r}")
+        for name in ("train_limit", "test_limit", "classifier_train_limit"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1 (or null for all samples), got {getattr(self, name)}")
+        if self.alpha is not None and self.model not in DEFAULT_ALPHA:
+            raise ConfigError(
+                f"alpha applies to models {sorted(DEFAULT_ALPHA)}, not {self.model!r}, which would ignore it: remove alpha"
+            )
+        if self.alpha_schedule is not None and self.model != "mmvm":
+            raise ConfigError(f"alpha_schedule applies to model 'mmvm' only, not {self.model!r}: remove alpha_schedule")
         _check_choice("dataset", self.dataset, DATASETS)
         _check_choice("model", self.model, MODELS)
         _check_choice("network", self.network, NETWORKS)
@@ -195,13 +220,11 @@ class RunConfig:
         if self.num_random_subsets < 0:
             raise ConfigError(f"num_random_subsets must be >= 0, got {self.num_random_subsets}")
         for name in ("latent_dim", "epochs", "batch_size", "checkpoint_every", "eval_num_train", "projection_dim",
-                     "flow_blocks", "flow_hidden"):
+                     "flow_blocks", "flow_hidden", "classifier_epochs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
-        if self.network == "mlp" and any(h < 1 for h in self.hidden):
-            raise ConfigError(f"hidden sizes must be >= 1, got {self.hidden}")
 
     def _validate_reference(self) -> None:
         """The reference mode and the options of docs/reference_differences.md."""
@@ -254,6 +277,11 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 
 
 _TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool}
+
+
+def _check_finite(name: str, value: Any) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {value}")
 
 
 def _check_type(name: str, value: Any, annotation: str) -> None:

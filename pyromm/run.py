@@ -1,9 +1,8 @@
 """One training run from a :class:`RunConfig`: data, model, objective, trainer and evaluation."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
@@ -21,6 +20,10 @@ from pyromm.data import (
     load_polymnist,
 )
 from pyromm.distributions import maf
+from pyromm.files import remove_orphans, write_json
+from pyromm.identity import read_config
+from pyromm.lock import RunLock
+from pyromm.provenance import EVALUATION_FILE, checkpoint_source, latest_source
 from pyromm.data.rats import RATS, load_rats
 from pyromm.data.shapes import load_shapes
 from pyromm.evaluation import evaluate, plot_run, run_title, train_modality_classifiers
@@ -312,8 +315,9 @@ def build_callbacks(cfg: RunConfig) -> list[TrainerCallback]:
     return callbacks
 
 
-def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, resume: bool = True):
+def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, resume: str | bool = "auto"):
     """Train the model of ``cfg`` in ``run_dir`` with :func:`build_callbacks`; returns (model, history, train, test).
+    ``resume`` as in :class:`~pyromm.train.Trainer` ("auto", "never", "must").
 
     With ``val_fraction`` > 0 that part of the training split is held out for the per-epoch validation loss
     (and ``restore_best``); the returned train set is the rest. Launched by ``torchrun`` (``WORLD_SIZE`` > 1), it
@@ -383,49 +387,76 @@ def evaluation_test_set(cfg: RunConfig, test_set: MultimodalDataset) -> Multimod
     return test_set.subset(slice(0, kept))
 
 
-def evaluate_run(model: MultimodalVAE | SharedLatentVAE, train_set, test_set, cfg: RunConfig, run_dir: str | Path) -> dict[str, Any]:
-    """Latent accuracy, coherence and reconstruction error; writes evaluation.json and plots.
+def evaluate_run(
+    model: MultimodalVAE | SharedLatentVAE,
+    train_set,
+    test_set,
+    cfg: RunConfig,
+    run_dir: str | Path,
+    source: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Latent accuracy, coherence and reconstruction error; writes the plots, then evaluation.json (each
+    atomically, holding the run directory's lock).
 
-    The coherence classifiers train on ``classifier_train_limit`` samples of the training split (all by
-    default, not ``train_limit``) and report their accuracy on the whole test split.
+    ``evaluation.json`` records under ``source`` the checkpoint scored (default: the newest in ``run_dir``,
+    which ``model`` must hold), its epoch, step and run identity (``pyromm.provenance``). The coherence
+    classifiers train on ``classifier_train_limit`` samples of the training split (all by default, not
+    ``train_limit``) and report their accuracy on the whole test split.
     """
     run_dir = Path(run_dir)
-    test_set = evaluation_test_set(cfg, test_set)
-    classifiers, clf_acc = coherence_classifiers(cfg)
-    device = torch.device(cfg.device)
-    model.to(device)
-    generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
-    results = evaluate(
-        model,
-        train_set.to(device),
-        test_set.to(device),
-        classifiers,
-        num_train=cfg.eval_num_train,
-        generator=generator,
-        latent_sampler=cfg.latent_sampler,
-        latent_max_iter=cfg.setting("latent_max_iter"),
-    )
-    results["classifier_accuracy"] = clf_acc
-    results["config"] = cfg.to_dict()
-    results["reference_settings"] = cfg.reference_settings()
-    (run_dir / "evaluation.json").write_text(json.dumps(results, indent=2))
-    plot_run(model, test_set.to(device), run_dir, title=run_title(cfg.model, cfg.beta, cfg.dataset))
+    with RunLock(run_dir):
+        remove_orphans(run_dir)
+        source = dict(source) if source is not None else latest_source(run_dir)
+        test_set = evaluation_test_set(cfg, test_set)
+        classifiers, clf_acc = coherence_classifiers(cfg)
+        device = torch.device(cfg.device)
+        model.to(device)
+        generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
+        results = evaluate(
+            model,
+            train_set.to(device),
+            test_set.to(device),
+            classifiers,
+            num_train=cfg.eval_num_train,
+            generator=generator,
+            latent_sampler=cfg.latent_sampler,
+            latent_max_iter=cfg.setting("latent_max_iter"),
+        )
+        results["classifier_accuracy"] = clf_acc
+        results["config"] = cfg.to_dict()
+        results["reference_settings"] = cfg.reference_settings()
+        results["source"] = source
+        plot_run(model, test_set.to(device), run_dir, title=run_title(cfg.model, cfg.beta, cfg.dataset))
+        write_json(run_dir / EVALUATION_FILE, results)  # last: an evaluation.json says the plots are there too
     return results
 
 
-def run(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, resume: bool = True) -> dict[str, Any]:
-    """Train, then evaluate; returns the evaluation dict ({} on the ranks other than 0 of a data-parallel run:
-    rank 0 evaluates)."""
-    model, _, train_set, test_set = train(cfg, run_dir, progress=progress, resume=resume)
+def run(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, resume: str | bool = "auto") -> dict[str, Any]:
+    """Train, then evaluate, holding ``run_dir``'s lock throughout; returns the evaluation dict ({} on the ranks
+    other than 0 of a data-parallel run: rank 0 locks and evaluates)."""
     if not is_main_process():
+        train(cfg, run_dir, progress=progress, resume=resume)
         return {}
-    return evaluate_run(model, train_set, test_set, cfg, run_dir)
+    with RunLock(run_dir):
+        model, _, train_set, test_set = train(cfg, run_dir, progress=progress, resume=resume)
+        return evaluate_run(model, train_set, test_set, cfg, run_dir)
 
 
 def load_run(run_dir: str | Path, map_location: str = "cpu") -> tuple[RunConfig, MultimodalVAE | SharedLatentVAE]:
     """The config and trained model of a run directory (weights loaded without unpickling)."""
+    cfg, model, _ = load_run_with_source(run_dir, map_location)
+    return cfg, model
+
+
+def load_run_with_source(
+    run_dir: str | Path, map_location: str = "cpu"
+) -> tuple[RunConfig, MultimodalVAE | SharedLatentVAE, dict[str, Any]]:
+    """The config, trained model and ``source`` record (``pyromm.provenance``) of a run directory's newest
+    readable checkpoint."""
     run_dir = Path(run_dir)
-    saved = json.loads((run_dir / "config.json").read_text())
+    saved = read_config(run_dir, "so pyromm cannot tell which run the directory holds")
+    if not isinstance(saved.get("run"), dict):
+        raise ConfigError(f"{run_dir / 'config.json'} has no 'run' section: it was not written by pyromm.run")
     cfg = RunConfig.from_dict(saved["run"])
     found = CheckpointDir(run_dir / "checkpoints").load_latest(map_location)
     if found is None:
@@ -434,6 +465,4 @@ def load_run(run_dir: str | Path, map_location: str = "cpu") -> tuple[RunConfig,
     train_set, _ = load_data(cfg.replace(train_limit=1, test_limit=1))
     model = build_model(cfg, train_set.event_shapes)
     load_model_state(model, state, path)
-    return cfg, model
-
-
+    return cfg, model, checkpoint_source(path, state)

@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
 import torch
 
-from pyromm.config import RunConfig
+from pyromm.config import ConfigError, RunConfig
 from pyromm.evaluation import plot_tradeoff
 from pyromm.executors import LAUNCHERS, open_executor
+from pyromm.files import remove_orphans, write_json, write_text
+from pyromm.lock import RunLock, locked_by
+from pyromm.provenance import EVALUATION_FILE, evaluation_problem
 from pyromm.run import classifier_cache, coherence_classifiers, run
 
 TRADEOFFS = (("latent_acc", "latent"), ("coherence", "coherence"))
@@ -109,12 +114,23 @@ def summarize(cfg: RunConfig, results: dict[str, Any]) -> dict[str, Any]:
 
 
 def finished_results(cfg: RunConfig, run_dir: str | Path) -> dict[str, Any] | None:
-    """The evaluation in ``run_dir/evaluation.json`` when it was written for ``cfg``, else None."""
-    path = Path(run_dir) / "evaluation.json"
+    """The evaluation in ``run_dir/evaluation.json`` when it was written for ``cfg`` from the run's newest
+    checkpoint, else None; an unreadable or stale one gives a warning naming the file and why."""
+    path = Path(run_dir) / EVALUATION_FILE
     if not path.is_file():
         return None
-    results = json.loads(path.read_text())
-    return results if results.get("config") == cfg.to_dict() else None
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        warnings.warn(f"{path} cannot be read ({type(err).__name__}: {err}); evaluating the run again", stacklevel=2)
+        return None
+    if not isinstance(results, dict) or results.get("config") != cfg.to_dict():
+        return None
+    problem = evaluation_problem(run_dir, results)
+    if problem is not None:
+        warnings.warn(f"{path} is stale: {problem}; evaluating the run again", stacklevel=2)
+        return None
+    return results
 
 
 def run_job(
@@ -122,12 +138,17 @@ def run_job(
     threads: int | None = None,
 ) -> dict[str, Any]:
     """One grid run: train and evaluate ``cfg`` in ``run_dir`` (with ``resume``, a run already evaluated for this
-    config is read back, not retrained) and return its table row. ``threads`` sets torch's CPU threads."""
+    config from its newest checkpoint is read back, not retrained) and return its table row. ``threads`` sets
+    torch's CPU threads. The run directory is locked throughout (a run another process is writing fails at once:
+    ``pyromm.lock.RunLockedError``) and cleared of the temporary files of interrupted writes."""
     if threads is not None:
         torch.set_num_threads(threads)
-    results = finished_results(cfg, run_dir) if resume else None
-    if results is None:
-        results = run(cfg, run_dir, progress=progress, resume=resume)
+    with RunLock(run_dir):
+        remove_orphans(run_dir)
+        remove_orphans(Path(run_dir) / "checkpoints")
+        results = finished_results(cfg, run_dir) if resume else None
+        if results is None:
+            results = run(cfg, run_dir, progress=progress, resume=resume)
     return {"run": name, **summarize(cfg, results)}
 
 
@@ -201,19 +222,56 @@ def beta_sweep(
     return rows
 
 
-def collect(results_dir: str | Path) -> list[dict[str, Any]]:
-    """The rows of every run directory ``results_dir/<name>`` holding an evaluation.json (sorted by name),
-    written to results.csv/json with the trade-off plots."""
+class Collected(NamedTuple):
+    """The table rows of the evaluated runs, and the directories skipped with the reason for each."""
+
+    rows: list[dict[str, Any]]
+    skipped: list[tuple[str, str]]
+
+
+def collect(results_dir: str | Path) -> Collected:
+    """The rows of every run directory ``results_dir/<name>`` with a current evaluation.json (sorted by name),
+    written to results.csv/json with the trade-off plots.
+
+    Skipped, each with its reason: directories another process holds locked (training or evaluating), with no
+    evaluation.json, or with one that is unreadable or stale (``pyromm.provenance``: it scored an older
+    checkpoint than the run's newest, or another identity). Raises ``FileNotFoundError`` listing them when no
+    run is left.
+    """
     results_dir = Path(results_dir)
-    rows = []
-    for path in sorted(results_dir.glob("*/evaluation.json")):
-        results = json.loads(path.read_text())
-        rows.append({"run": path.parent.name, **summarize(RunConfig.from_dict(results["config"]), results)})
+    rows, skipped = [], []
+    for run_dir in sorted(p for p in results_dir.iterdir() if p.is_dir()):
+        row, why = _collect_one(run_dir)
+        if row is None:
+            skipped.append((run_dir.name, why))
+        else:
+            rows.append(row)
     if not rows:
-        raise FileNotFoundError(f"no run directory with an evaluation.json in {results_dir}")
+        reasons = "".join(f"; {name}: {why}" for name, why in skipped)
+        raise FileNotFoundError(f"no run directory with an evaluation.json to use in {results_dir}{reasons}")
     write_table(rows, results_dir)
     plot_tradeoffs(rows, results_dir)
-    return rows
+    return Collected(rows, skipped)
+
+
+def _collect_one(run_dir: Path) -> tuple[dict[str, Any] | None, str]:
+    """(table row, "") of one run directory, or (None, why it is skipped)."""
+    holder = locked_by(run_dir)
+    if holder is not None:
+        return None, f"in use by {holder}"
+    path = run_dir / EVALUATION_FILE
+    if not path.is_file():
+        has_config = (run_dir / "config.json").is_file()
+        return None, "not evaluated (no evaluation.json)" if has_config else "not a run directory (no config.json)"
+    try:
+        results = json.loads(path.read_text())
+        row = {"run": run_dir.name, **summarize(RunConfig.from_dict(results["config"]), results)}
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, ConfigError) as err:
+        return None, f"{path} is unreadable ({type(err).__name__}: {err}); evaluate the run again"
+    problem = evaluation_problem(run_dir, results)
+    if problem is not None:
+        return None, f"{path} is stale: {problem}; evaluate the run again (pyromm evaluate {run_dir})"
+    return row, ""
 
 
 def plot_tradeoffs(rows: list[dict[str, Any]], out_dir: Path) -> None:
@@ -230,10 +288,12 @@ def plot_tradeoffs(rows: list[dict[str, Any]], out_dir: Path) -> None:
 
 
 def write_table(rows: list[dict[str, Any]], out_dir: Path) -> None:
-    """results.json and results.csv (columns: the union of the rows' keys, in first-seen order)."""
-    (out_dir / "results.json").write_text(json.dumps(rows, indent=2))
+    """results.json and results.csv (columns: the union of the rows' keys, in first-seen order), written
+    atomically."""
+    write_json(out_dir / "results.json", rows)
     columns = list(dict.fromkeys(k for row in rows for k in row))
-    with open(out_dir / "results.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(out_dir / "results.csv", table.getvalue())

@@ -165,7 +165,9 @@ def test_flipped_byte_in_tensor_data_is_detected_by_the_checksum(tmp_path):
     with pytest.raises(CheckpointError, match=r"checkpoint .*ckpt\.pt is corrupt: its contents do not match its SHA"):
         load_checkpoint(path)
     torch.save(make_state(model), path)
-    assert "checksum" not in load_checkpoint(path)
+    with pytest.raises(CheckpointError, match=r"ckpt\.pt has no 'checksum' key, so its contents cannot be verified"):
+        load_checkpoint(path)
+    assert "checksum" not in load_checkpoint(path, allow_unchecked=True)
 
 
 def test_mid_epoch_checkpoints_sort_between_epochs_and_rotate(tmp_path):

@@ -234,3 +234,18 @@ def test_real_data_translated_and_load(require_shared_file, tmp_path):
     assert torch.equal(ds.data["m1"], torch.from_numpy(moved[1]))
     assert ds.metadata["dataset"] == "Translated PolyMNIST"
     assert not (tmp_path / "polymnist").exists()
+
+
+def test_object_array_in_the_cache_is_named_and_the_split_regenerated(fake_sources, tmp_path):
+    ds = load_polymnist(root=tmp_path, split="test", num_views=1, seed=9)
+    directory = polymnist_cache_dir(tmp_path, 1, False, 9)
+    bad = directory / "test_m0.npy"
+    np.save(bad, np.array([{"x": 1}] * 3, dtype=object), allow_pickle=True)
+    with pytest.warns(UserWarning) as caught:
+        again = load_polymnist(root=tmp_path, split="test", num_views=1, seed=9)
+    assert [str(w.message) for w in caught] == [
+        f"PolyMNIST cache in {directory} cannot be read ({bad}: Object arrays cannot be loaded when "
+        "allow_pickle=False); generating the 'test' split again"
+    ]
+    assert torch.equal(again.data["m0"], ds.data["m0"])
+    assert np.load(bad, allow_pickle=False).dtype == np.uint8  # rewritten

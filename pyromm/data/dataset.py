@@ -30,7 +30,7 @@ class MultimodalDataset:
     ) -> None:
         self.data = {k: torch.as_tensor(v) for k, v in data.items()}
         self.labels = None if labels is None else torch.as_tensor(labels)
-        self.mask = None if mask is None else {k: torch.as_tensor(v, dtype=torch.bool) for k, v in mask.items()}
+        self.mask = None if mask is None else {k: _as_mask(k, v) for k, v in mask.items()}
         self.metadata = dict(metadata or {})
         self.validate()
 
@@ -122,6 +122,19 @@ class MultimodalDataset:
     def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
         n = len(self)
         return n // batch_size if drop_last and n >= batch_size else -(-n // batch_size)
+
+
+def _as_mask(name: str, mask: Any) -> Tensor:
+    """``mask`` as a bool tensor; numeric masks must hold only 0 and 1 (anything else is not a yes/no)."""
+    mask = torch.as_tensor(mask)
+    if mask.dtype != torch.bool:
+        bad = mask[(mask != 0) & (mask != 1)]
+        if bad.numel():
+            raise DataValidationError(
+                f"mask of modality {name!r} must be boolean (True = observed) or 0/1, got {mask.dtype} values such as "
+                f"{bad.reshape(-1)[0].item()}"
+            )
+    return mask.to(torch.bool)
 
 
 def _as_float(x: Tensor) -> Tensor:

@@ -22,6 +22,7 @@ import numpy as np
 
 from pyromm.data.audio import SpectrogramSettings, wav_spectrogram
 from pyromm.data.paths import cache_root, data_root, ensure_file
+from pyromm.files import atomic_open, write_text
 
 FSDD_DIR = "fsdd"
 RECORDINGS_DIR = "recordings"
@@ -138,13 +139,8 @@ def _read_cache(directory: Path, recordings: list[Recording], settings: Spectrog
 def _write_cache(
     directory: Path, recordings: list[Recording], settings: SpectrogramSettings, key: str, spectrograms: np.ndarray
 ) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / "spectrograms.npy.part"
-    with open(tmp, "wb") as f:
+    with atomic_open(directory / "spectrograms.npy", "wb") as f:
         np.save(f, spectrograms, allow_pickle=False)
-    os.replace(tmp, directory / "spectrograms.npy")
     meta = {"key": key, "settings": settings.to_dict(), "format": FORMAT_VERSION, "source": FSDD_SOURCE,
             "recordings": [r.name for r in recordings]}
-    tmp = directory / "recordings.json.part"
-    tmp.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp, directory / "recordings.json")
+    write_text(directory / "recordings.json", json.dumps(meta, indent=1))

@@ -4,10 +4,11 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import tempfile
 import urllib.request
 from pathlib import Path
 from typing import Iterable
+
+from pyromm.files import atomic_open
 
 ENV_VAR = "PYROMM_DATA"
 CACHE_ENV_VAR = "PYROMM_CACHE"
@@ -61,7 +62,7 @@ def ensure_file(
 ) -> Path:
     """Return ``path`` after checking its md5, downloading it first from ``urls`` (in order) if missing.
 
-    A download goes to a ``.part`` file next to ``path``, is md5-checked, and only then renamed onto
+    A download goes to a temporary file next to ``path``, is md5-checked, and only then renamed onto
     ``path``; a failed or corrupt download is deleted. An existing file with the wrong md5 raises
     :class:`ChecksumError`; if every url fails, ``FileNotFoundError`` names the file and the urls.
     """
@@ -86,14 +87,11 @@ def ensure_file(
 
 
 def _download(url: str, path: Path, md5: str, timeout: float) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=path.name + ".", suffix=".part", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-            for chunk in iter(lambda: response.read(1 << 20), b""):
-                out.write(chunk)
-        verify_md5(tmp, md5)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Stream ``url`` into ``path`` atomically (``pyromm.files``), md5-checked before it replaces anything."""
+    digest = hashlib.md5()
+    with atomic_open(path, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+        for chunk in iter(lambda: response.read(1 << 20), b""):
+            digest.update(chunk)
+            out.write(chunk)
+        if digest.hexdigest() != md5.lower():
+            raise ChecksumError(f"md5 mismatch for {url}: expected {md5.lower()}, got {digest.hexdigest()}")

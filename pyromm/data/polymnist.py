@@ -32,6 +32,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from pyromm.data.dataset import MultimodalDataset
 from pyromm.data.mnist import MNIST_MD5, load_mnist
 from pyromm.data.paths import data_root, verify_md5
+from pyromm.files import atomic_open, write_text
 
 POLYMNIST_RELEASE = "https://github.com/thomassutter/MoPoE"
 BACKGROUND_DIR = "polymnist_backgrounds"
@@ -220,9 +221,14 @@ def _read_cache(directory: Path, split: str, metadata: dict[str, Any]) -> tuple[
     files = _cache_files(directory, split, metadata["num_views"])
     if not meta_path.exists() or not all(f.exists() for f in files):
         return None
-    if json.loads(meta_path.read_text()) != metadata:
+    try:
+        if json.loads(meta_path.read_text()) != metadata:
+            return None
+        arrays = [_load_array(f) for f in files]
+    except (OSError, ValueError) as err:
+        warnings.warn(f"PolyMNIST cache in {directory} cannot be read ({err}); generating the {split!r} split again",
+                      stacklevel=3)
         return None
-    arrays = [np.load(f, allow_pickle=False) for f in files]
     views, labels = arrays[:-1], arrays[-1]
     n = labels.shape[0]
     if labels.dtype != np.int64 or any(v.dtype != np.uint8 or v.shape != (n, 3, SIZE, SIZE) for v in views):
@@ -230,16 +236,20 @@ def _read_cache(directory: Path, split: str, metadata: dict[str, Any]) -> tuple[
     return views, labels
 
 
+def _load_array(path: Path) -> np.ndarray:
+    """``np.load`` without pickles; a ValueError names ``path`` (an object array, a truncated file)."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+
+
 def _write_cache(directory: Path, split: str, metadata: dict[str, Any], views: list[np.ndarray], labels: np.ndarray) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
+    """Each array, then the metadata, written atomically (``pyromm.files``)."""
     for path, array in zip(_cache_files(directory, split, len(views)), [*views, labels]):
-        tmp = path.with_name(path.name + ".part")
-        with open(tmp, "wb") as f:
+        with atomic_open(path, "wb") as f:
             np.save(f, array, allow_pickle=False)
-        os.replace(tmp, path)
-    tmp = directory / "metadata.json.part"
-    tmp.write_text(json.dumps(metadata, indent=2, sort_keys=True))
-    os.replace(tmp, directory / "metadata.json")
+    write_text(directory / "metadata.json", json.dumps(metadata, indent=2, sort_keys=True))
 
 
 def load_polymnist(

@@ -1,8 +1,9 @@
 """Training (and caching) of the per-modality classifiers that judge generated samples."""
 from __future__ import annotations
 
+import io
 import json
-import os
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -11,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from pyromm.data.dataset import MultimodalDataset
+from pyromm.files import write_bytes, write_json
 from pyromm.nn.classifiers import classifier_for
 
 
@@ -144,27 +146,38 @@ def _cache_paths(cache: Path, name: str) -> tuple[Path, Path]:
 def _load_cached(
     classifier: nn.Module, cache: Path | None, name: str, cache_key: str | None, device: torch.device
 ) -> float | None:
-    """Load the cached weights into ``classifier`` and return their test accuracy, or None on any mismatch."""
+    """Load the cached weights into ``classifier`` and return their test accuracy, or None on a mismatch; a
+    cache entry that cannot be loaded gives a warning naming the file (the classifier is then retrained)."""
     if cache is None or cache_key is None:
         return None
     weights, sidecar = _cache_paths(cache, name)
     if not (weights.is_file() and sidecar.is_file()):
         return None
-    meta = json.loads(sidecar.read_text())
-    if meta.get("cache_key") != cache_key or meta.get("architecture") != classifier.config():
+    try:
+        meta = json.loads(sidecar.read_text())
+        if meta.get("cache_key") != cache_key or meta.get("architecture") != classifier.config():
+            return None
+        accuracy = float(meta["test_accuracy"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        warnings.warn(f"classifier cache {sidecar} cannot be read ({type(err).__name__}: {err}); retraining the "
+                      f"{name!r} classifier and replacing it", stacklevel=3)
         return None
-    classifier.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
-    return float(meta["test_accuracy"])
+    try:
+        classifier.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
+    except Exception as err:  # noqa: BLE001 - any unreadable or foreign file: retrain, naming it
+        detail = " ".join(str(err).split())[:200]
+        warnings.warn(f"classifier cache {weights} cannot be loaded ({type(err).__name__}: {detail}); retraining the "
+                      f"{name!r} classifier and replacing it", stacklevel=3)
+        return None
+    return accuracy
 
 
 def _save_cached(classifier: nn.Module, cache: Path, name: str, cache_key: str | None, accuracy: float) -> None:
-    """Weights, then the sidecar, each written to a per-process temporary file and renamed into place: runs of a
-    sweep in concurrent processes never read a half-written cache entry."""
-    cache.mkdir(parents=True, exist_ok=True)
+    """Weights, then the sidecar, each written atomically (``pyromm.files``): runs of a sweep in concurrent
+    processes never read a half-written cache entry."""
     weights, sidecar = _cache_paths(cache, name)
     meta = {"modality": name, "architecture": classifier.config(), "test_accuracy": accuracy, "cache_key": cache_key}
-    tmp_weights, tmp_sidecar = (path.with_name(f".{path.name}.{os.getpid()}.tmp") for path in (weights, sidecar))
-    torch.save(classifier.state_dict(), tmp_weights)
-    os.replace(tmp_weights, weights)
-    tmp_sidecar.write_text(json.dumps(meta, indent=2))
-    os.replace(tmp_sidecar, sidecar)
+    buffer = io.BytesIO()
+    torch.save(classifier.state_dict(), buffer)
+    write_bytes(weights, buffer.getvalue())
+    write_json(sidecar, meta)

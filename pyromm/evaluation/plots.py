@@ -26,7 +26,7 @@ from pyromm.data.dataset import MultimodalDataset
 from pyromm.evaluation.classifiers import evaluating
 from pyromm.evaluation.latent import encoder_means
 from pyromm.evaluation.reconstruction import distribution_mean, observed_only
-from pyromm.train.checkpoint import atomic_open
+from pyromm.files import atomic_open
 from pyromm.train.logging import MetricsLog
 
 SYMBOLS = {"beta": "β", "alpha": "α"}

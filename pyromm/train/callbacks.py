@@ -31,7 +31,7 @@ from torch import Tensor
 from pyromm.data.batch import MultimodalBatch
 from pyromm.data.dataset import MultimodalDataset
 from pyromm.data.missing import complete_only
-from pyromm.train.checkpoint import atomic_open
+from pyromm.files import atomic_open
 from pyromm.train.logging import read_jsonl
 
 if TYPE_CHECKING:

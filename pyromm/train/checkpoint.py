@@ -7,19 +7,20 @@ checksum of its contents, so a corrupt file is detected on load, not just a trun
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import pickle
 import random
 import re
-import tempfile
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 from torch import nn
+
+from pyromm.files import atomic_open
 
 REQUIRED_KEYS = ("model", "optimizer", "epoch", "step", "stage", "rng", "generator", "model_signature", "config")
 CHECKSUM_KEY = "checksum"
@@ -32,35 +33,6 @@ class CheckpointError(RuntimeError):
 
 class CheckpointMismatchError(CheckpointError):
     """A checkpoint was written for a different model (class, parameter names or shapes)."""
-
-
-@contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "wb", **open_kwargs: Any) -> Iterator[IO[Any]]:
-    """Write to a temporary file in the target's directory, then flush, fsync and ``os.replace`` it.
-
-    Readers see either the old file or the complete new one; on error the temporary file is removed. The file
-    gets the permissions ``open`` would give it (0o666 less the umask), not the temporary file's 0o600.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode, **open_kwargs) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    """The process's umask (read by setting it and restoring it at once)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def model_signature(model: nn.Module) -> dict[str, Any]:
@@ -158,16 +130,21 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> None:
     if missing:
         raise ValueError(f"checkpoint state lacks {missing}")
     state = {k: v for k, v in state.items() if k != CHECKSUM_KEY}
+    buffer = io.BytesIO()
+    torch.save({**state, CHECKSUM_KEY: state_checksum(state)}, buffer)
     with atomic_open(path, "wb") as handle:
-        torch.save({**state, CHECKSUM_KEY: state_checksum(state)}, handle)
+        handle.write(buffer.getbuffer())
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | None = None) -> dict[str, Any]:
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device | None = None, *, allow_unchecked: bool = False
+) -> dict[str, Any]:
     """Load a checkpoint with ``torch.load(weights_only=True)``.
 
     Raises ``FileNotFoundError`` when ``path`` is missing and ``CheckpointError`` naming the file when it
     is truncated, corrupt (its contents differ from its checksum), holds anything but tensors and plain
-    values, or lacks checkpoint keys. Files without a checksum (older pyromm) are loaded unchecked.
+    values, lacks checkpoint keys, or has no checksum: a file without one (written before pyromm kept
+    checksums, or with the key removed) loads only with ``allow_unchecked=True``.
     """
     path = Path(path)
     if not path.is_file():
@@ -187,23 +164,45 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | 
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {missing}")
     checksum = state.pop(CHECKSUM_KEY, None)
+    if checksum is None and not allow_unchecked:
+        raise CheckpointError(
+            f"checkpoint {path} has no {CHECKSUM_KEY!r} key, so its contents cannot be verified; if you trust the "
+            "file, load it with load_checkpoint(path, allow_unchecked=True)"
+        )
     if checksum is not None and checksum != state_checksum(state):
         raise CheckpointError(f"checkpoint {path} is corrupt: its contents do not match its SHA-256 checksum")
     return state
+
+
+def _check_position(path: Path, state: Mapping[str, Any]) -> None:
+    """Raise ``CheckpointMismatchError`` unless ``state`` is at the epoch and batch its file name says."""
+    match = _NAME.match(path.name)
+    named = (int(match.group(1)), int(match.group(2) or 0))
+    held = (int(state["epoch"]), int(state.get("batch", 0)))
+    if named != held:
+        raise CheckpointMismatchError(
+            f"checkpoint {path} holds epoch {held[0]}" + (f", batch {held[1]}" if held[1] else "")
+            + f" (step {state['step']}) but its name says epoch {named[0]}" + (f", batch {named[1]}" if named[1] else "")
+            + ": it was renamed or copied from another run; delete it to resume from the others"
+        )
 
 
 class CheckpointDir:
     """Checkpoints in one directory, keeping the ``keep_last`` newest (None keeps all).
 
     ``epoch-EEEEE.pt`` is the state after epoch E; ``epoch-EEEEE-batch-BBBBBB.pt`` (written on a stop signal)
-    the state after epoch E and B batches of epoch E + 1. Files sort by (E, B), oldest first.
+    the state after epoch E and B batches of epoch E + 1. Files sort by (E, B), oldest first. ``stamp`` (the
+    run's identity hashes and pyromm version, ``pyromm.identity``) is saved in every checkpoint as ``identity``.
     """
 
-    def __init__(self, directory: str | os.PathLike, keep_last: int | None = 2) -> None:
+    def __init__(
+        self, directory: str | os.PathLike, keep_last: int | None = 2, stamp: Mapping[str, str] | None = None
+    ) -> None:
         if keep_last is not None and keep_last < 1:
             raise ValueError(f"keep_last must be >= 1 or None, got {keep_last}")
         self.directory = Path(directory)
         self.keep_last = keep_last
+        self.stamp = None if stamp is None else dict(stamp)
 
     def path_for(self, epoch: int, batch: int = 0) -> Path:
         suffix = f"-batch-{batch:06d}" if batch else ""
@@ -227,7 +226,8 @@ class CheckpointDir:
 
         A newer unreadable one (truncated or corrupt) is renamed to ``<name>.corrupt``, out of the rotation,
         with a warning naming it and the checkpoint used instead. Raises ``CheckpointError`` (renaming
-        nothing) when every checkpoint is unreadable.
+        nothing) when every checkpoint is unreadable, and ``CheckpointMismatchError`` when the chosen file
+        holds another epoch or batch than its name says (a file copied in from elsewhere).
         """
         bad: list[tuple[Path, CheckpointError]] = []
         for path in reversed(self.paths()):
@@ -236,6 +236,7 @@ class CheckpointDir:
             except CheckpointError as err:
                 bad.append((path, err))
                 continue
+            _check_position(path, state)
             for broken, err in bad:
                 kept = broken.replace(broken.with_name(broken.name + ".corrupt"))
                 warnings.warn(f"{err}; falling back to {path.name} (the bad file is kept as {kept.name})", stacklevel=2)
@@ -248,7 +249,7 @@ class CheckpointDir:
         """Write the checkpoint of ``state["epoch"]`` (and ``state["batch"]``, if any), then delete all but
         the newest ``keep_last``."""
         path = self.path_for(int(state["epoch"]), int(state.get("batch", 0)))
-        save_checkpoint(path, state)
+        save_checkpoint(path, state if self.stamp is None else {**state, "identity": self.stamp})
         if self.keep_last is not None:
             for old in self.paths()[: -self.keep_last]:
                 old.unlink(missing_ok=True)

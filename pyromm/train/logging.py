@@ -7,14 +7,14 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from pyromm.train.checkpoint import atomic_open
+from pyromm.files import atomic_open
 
 
 class MetricsLog:
     """Rows of per-epoch metrics (each with an integer ``"epoch"``) appended to the run directory.
 
-    The CSV header comes from the first row; a later row with new keys appends them as new columns
-    (the CSV is rewritten from the JSONL), so existing columns never move.
+    The CSV header comes from the first row; a later row with new keys appends them as new columns, so
+    existing columns never move. Both files are rewritten atomically on every change.
     """
 
     def __init__(self, run_dir: str | os.PathLike) -> None:
@@ -28,30 +28,21 @@ class MetricsLog:
         return read_jsonl(self.jsonl_path)
 
     def append(self, row: Mapping[str, Any]) -> None:
-        """Add one epoch's row to both files."""
-        row = dict(row)
-        with open(self.jsonl_path, "a") as handle:
-            handle.write(json.dumps(row) + "\n")
-        header = self._csv_header()
-        if header is not None and set(row) <= set(header):
-            with open(self.csv_path, "a", newline="") as handle:
-                csv.DictWriter(handle, header, restval="").writerow(row)
-        else:
-            self._write_csv(self.read())
+        """Add one epoch's row to both files (each rewritten atomically)."""
+        rows = [*self.read(), dict(row)]
+        self._write_jsonl(rows)
+        self._write_csv(rows)
 
     def truncate(self, last_epoch: int) -> list[dict[str, Any]]:
         """Drop the rows of epochs after ``last_epoch`` from both files; return the rows kept."""
         rows = [row for row in self.read() if int(row["epoch"]) <= last_epoch]
-        with atomic_open(self.jsonl_path, "w") as handle:
-            handle.writelines(json.dumps(row) + "\n" for row in rows)
+        self._write_jsonl(rows)
         self._write_csv(rows)
         return rows
 
-    def _csv_header(self) -> list[str] | None:
-        if not self.csv_path.exists():
-            return None
-        with open(self.csv_path, newline="") as handle:
-            return next(csv.reader(handle), None)
+    def _write_jsonl(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        with atomic_open(self.jsonl_path, "w") as handle:
+            handle.writelines(json.dumps(row) + "\n" for row in rows)
 
     def _write_csv(self, rows: Iterable[Mapping[str, Any]]) -> None:
         rows = list(rows)

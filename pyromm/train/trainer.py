@@ -58,17 +58,21 @@ from pyro.optim import PyroOptim
 from torch.optim import Optimizer
 
 from pyromm.data.dataset import MultimodalDataset
+from pyromm.files import remove_orphans
+from pyromm.identity import RunIdentity, check_checkpoint_config, check_run_directory, write_identity
 from pyromm.infer.objective import ELBOObjective, Objective, ObjectiveOutput
 from pyromm.infer.stages import Stage
+from pyromm.lock import RunLock
 from pyromm.train.checkpoint import (
     CheckpointDir,
     CheckpointMismatchError,
-    atomic_open,
     capture_rng_state,
+    check_signature,
     load_model_state,
     model_signature,
     restore_rng_state,
 )
+from pyromm.train.data_checks import check_training_data
 from pyromm.train.distributed import DataParallel
 from pyromm.train.acceleration import autocast, check_autocast, compile_networks, flushing_denormals
 from pyromm.train.callbacks import STOP_SCOPES, StepLog, TrainerCallback, check_callbacks, state_keys
@@ -81,6 +85,7 @@ from pyromm.train.schedules import Schedule, as_schedule
 from pyromm.train.signals import StopSignals
 
 NONFINITE_MODES = ("raise", "skip")
+RESUME_MODES = ("auto", "never", "must")
 
 
 class Trainer:
@@ -100,9 +105,15 @@ class Trainer:
 
     ``schedules`` maps hyper names to a ``Schedule`` or a number (a constant); it must include ``beta``
     (default ``{"beta": 1.0}``), which must never be negative. ``epochs`` is the total number of epochs
-    and is used only when ``stages`` is None. ``resume=False`` deletes the checkpoints and metrics in
-    ``run_dir`` and starts over. ``keep_last`` >= 2 (the default) keeps an older checkpoint to fall back to
-    when the newest one is truncated or corrupt.
+    and is used only when ``stages`` is None. ``keep_last`` >= 2 (the default) keeps an older checkpoint to
+    fall back to when the newest one is truncated or corrupt.
+
+    ``resume``: ``"auto"`` (or True) continues from the newest checkpoint in ``run_dir`` when there is one,
+    ``"must"`` raises when there is none, ``"never"`` (or False) deletes the checkpoints and metrics and starts
+    over. A run resumes only a checkpoint and a ``config.json`` of the same experiment (``pyromm.identity``:
+    same config up to epochs and other resumable settings, same architecture), else ``RunIdentityError``
+    lists the differences; checkpoints without a readable ``config.json`` are an error too. While ``fit``
+    runs, ``run_dir`` is locked against other writers (``pyromm.lock``).
 
     A NaN or inf loss or gradient is found with one host sync per ``sync_every`` steps (the flags stay on
     the device until then). ``on_nonfinite="raise"`` raises ``FloatingPointError`` naming the step, the
@@ -147,7 +158,7 @@ class Trainer:
         run_dir: str | os.PathLike | None = None,
         checkpoint_every: int = 1,
         keep_last: int | None = 2,
-        resume: bool = True,
+        resume: str | bool = "auto",
         progress: bool = True,
         drop_last: bool = True,
         grad_clip: float | None = None,
@@ -180,7 +191,7 @@ class Trainer:
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.checkpoint_every = _at_least_one("checkpoint_every", checkpoint_every)
         self.keep_last = keep_last
-        self.resume = resume
+        self.resume = _resume_mode(resume)
         self.progress = progress and (distributed is None or distributed.is_main)
         self.drop_last = drop_last
         self.distributed = distributed
@@ -220,6 +231,7 @@ class Trainer:
         self._event: str | None = None
         self._best: dict[str, Any] | None = None
         self._stage_ends = [int(e) for e in np.cumsum([s.epochs for s in self.stages])]
+        self._lock: RunLock | None = None
 
     @property
     def total_epochs(self) -> int:
@@ -292,8 +304,9 @@ class Trainer:
             compile_networks(model, self.compile)
         if self.distributed is not None:
             self.distributed.broadcast_module(model)
-        train = resident(train, self.device, self.resident_fraction)
-        val = None if val is None else resident(val, self.device, self.resident_fraction)
+        train = resident(check_training_data(model, train, "train"), self.device, self.resident_fraction)
+        if val is not None:
+            val = resident(check_training_data(model, val, "validation"), self.device, self.resident_fraction)
         self._check_first_batch(train)
         if val is not None:
             self._check_first_batch(val)
@@ -364,6 +377,7 @@ class Trainer:
                 self._progress_bar = None
             if started:
                 self._dispatch("on_fit_end")
+            self._unlock()
         return history
 
     def _publish_user_params(self) -> None:
@@ -409,26 +423,48 @@ class Trainer:
     def _open_run(
         self, config_json: str, initial: list[tuple[nn.Parameter, bool]]
     ) -> tuple[MetricsLog | None, CheckpointDir | None, list[dict[str, Any]]]:
-        """Resume from the newest readable checkpoint (or clear them when not resuming), align the metrics
-        log with it and write ``config.json``; return the log, the checkpoints and the rows kept.
+        """Lock ``run_dir``, remove orphan temporary files, then resume from the newest readable checkpoint of
+        this experiment (or clear them with ``resume="never"``), align the metrics log with it and write
+        ``config.json`` and ``identity.json``; return the log, the checkpoints and the rows kept.
 
         Data-parallel ranks other than 0 restore the checkpoint rank 0 loaded and return (None, None, [])."""
         main = self.distributed is None or self.distributed.is_main
-        checkpoints = CheckpointDir(self.run_dir / "checkpoints", self.keep_last)
-        if main and not self.resume:
-            checkpoints.clear()
-        latest = checkpoints.load_latest(map_location="cpu") if main else None
+        identity = RunIdentity(json.loads(config_json), model_signature(self.model))
+        checkpoints = CheckpointDir(self.run_dir / "checkpoints", self.keep_last, stamp=identity.stamp())
+        latest = None
+        if main:
+            self._lock = RunLock(self.run_dir)
+            self._lock.acquire()
+            remove_orphans(self.run_dir)
+            remove_orphans(checkpoints.directory)
+            if self.resume == "never":
+                checkpoints.clear()
+            latest = checkpoints.load_latest(map_location="cpu")
+            if latest is not None:
+                check_signature(identity.architecture, latest[1]["model_signature"], latest[0])
+            if checkpoints.paths():
+                check_run_directory(self.run_dir, identity.config)
         if self.distributed is not None:
             latest = self.distributed.broadcast_object(latest)
+        if latest is None and self.resume == "must":
+            raise FileNotFoundError(f"resume='must', but {checkpoints.directory} holds no checkpoint to resume from")
         if latest is not None:
-            self._restore(*latest, initial)
+            path, state = latest
+            check_checkpoint_config(identity.config, state, path)
+            self._restore(path, state, initial)
+            if main:
+                print(f"resumed {self.run_dir} from epoch {self.epoch}, step {self.step}", flush=True)
         if not main:
             return None, None, []
         log = MetricsLog(self.run_dir)
         history = log.truncate(self.epoch)
-        with atomic_open(self.run_dir / "config.json", "w") as handle:
-            handle.write(config_json)
+        write_identity(self.run_dir, identity)
         return log, checkpoints, history
+
+    def _unlock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def _check_first_batch(self, data: MultimodalDataset) -> None:
         """The model's ``check_dataset`` over all of ``data`` when it has one, else ``check_batch`` on the first batch."""
@@ -495,7 +531,7 @@ class Trainer:
         if current > self.total_epochs:
             raise ValueError(
                 f"checkpoint {path} is at epoch {current} but this run has {self.total_epochs} epochs; "
-                "use resume=False or another run_dir"
+                "use resume='never' or another run_dir"
             )
         expected = bisect.bisect_left(self._stage_ends, current)
         if stage != expected:
@@ -805,6 +841,15 @@ def _check_beta(schedules: Mapping[str, Schedule]) -> None:
     low = schedules["beta"].bounds()[0]
     if low < 0:
         raise ValueError(f"schedule 'beta' reaches {low} < 0; beta must be >= 0")
+
+
+def _resume_mode(resume: str | bool) -> str:
+    """``resume`` as one of ``RESUME_MODES`` (True is "auto", False is "never")."""
+    if resume is True or resume is False:
+        return "auto" if resume else "never"
+    if resume not in RESUME_MODES:
+        raise ValueError(f"resume must be one of {RESUME_MODES} (or True/False), got {resume!r}")
+    return resume
 
 
 def _at_least_one(name: str, value: int) -> int:
