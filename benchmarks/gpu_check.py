@@ -281,7 +281,7 @@ def markdown_report(record: dict[str, Any]) -> str:
         first = results["step_ratios"]["groups"][0]["env"]
         lines += ["## Step time, pyromm / hand-written (`benchmarks/step_time.py`)",
                   f"Batch {first['batch_size']}, latent {first['latent_dim']}, {first['steps'] * first['rounds']} timed "
-                  f"steps per side, clock: {first['clock']}. `mmvm-pyro` is the general path (PyroELBO), no target.",
+                  f"steps per side, clock: {first['clock']}. `mmvm-pyro` is the general path (Pyro's Trace_ELBO on the programs), no target.",
                   markdown_table(["network", "variant", "model", "pyromm ms", "hand-written ms", "ratio", "target",
                                   "met"], rows)]
     if results.get("mmvm_epoch", {}).get("variants"):

@@ -19,7 +19,8 @@ from pyromm.data.batch import MultimodalBatch
 from pyromm.handlers import SharedComputations
 from pyromm.infer.iwae import detach_parameters, dreg_surrogate, iwae_bound
 from pyromm.infer.objective import ObjectiveOutput
-from pyromm.infer.projectors import cca_loss, info_nce_loss
+from pyromm.infer.projectors import cca_loss, info_nce_loss, projections
+from pyromm.models.mvae import subset_presence
 from pyromm.infer.rates import analytic_kl, check_rate_mode, rate as _rate
 from pyromm.models.mmvae import observed_matrix
 from pyromm.models.mmvae_plus import unit_laplace
@@ -74,7 +75,7 @@ class SharedELBO:
         from placeholders over the whole subset, then masked out), so subset ELBOs work on incomplete data.
         """
         names = list(batch.data) if subset is None else list(subset)
-        present, mask = _subset_presence(batch, names)
+        present, mask = subset_presence(batch, names)
         q = model.joint(batch, names) if mask is None else model.joint(batch, names, mask=mask)
         z = q.rsample()
         scale = len(model.modality_names) if self.rate_scale == "modalities" else self.rate_scale
@@ -143,18 +144,6 @@ class MVTCAEObjective:
             observed = batch.observed(name)
             r = r + alpha / m * (kl if observed is None else kl * observed)
         return _output(rec, r, hyper.get("beta", 1.0))
-
-
-def _subset_presence(batch: MultimodalBatch, names: Sequence[str]) -> tuple[Tensor | None, dict | None]:
-    """(present, mask): present[b] = sample b observes some modality of ``names``; mask marks every modality
-    of the subset observed for the samples that observe none of them. Both None without masks."""
-    masks = {n: batch.observed(n) for n in names}
-    known = [m for m in masks.values() if m is not None]
-    if not known:
-        return None, None
-    present = torch.ones_like(known[0]) if len(known) < len(masks) else torch.stack(known).any(0)
-    absent = ~present
-    return present, {n: None if m is None else m | absent for n, m in masks.items()}
 
 
 def _output(rec: dict[str, Tensor], r: Tensor, beta: float) -> ObjectiveOutput:
@@ -482,21 +471,6 @@ class MMVAEPlusObjective:
     def __call__(self, model: MMVAEPlus, batch: MultimodalBatch, hyper: Mapping[str, float]) -> ObjectiveOutput:
         objective, bound = self.per_sample(model, batch, hyper)
         return ObjectiveOutput(-objective.mean(), {"iwae": bound.mean()})
-
-
-def projections(model, batch: MultimodalBatch) -> dict[str, Tensor]:
-    """g_m(x_m) for every modality of ``model`` (at least two); ValueError naming a modality without projector,
-    missing from the batch or masked for some sample."""
-    if len(model.modality_names) < 2:
-        raise ValueError(f"projector pretraining pairs modalities; the model has only {model.modality_names}")
-    model.require_complete(batch, "projector pretraining")
-    projectors = model.projectors
-    out = {}
-    for name in model.modality_names:
-        if name not in projectors:
-            raise ValueError(f"modality {name!r} has no projector; the model projects {sorted(projectors)}")
-        out[name] = projectors[name](batch.data[name])
-    return out
 
 
 def _pairwise(losses: Mapping[tuple[str, str], Tensor], prefix: str) -> ObjectiveOutput:

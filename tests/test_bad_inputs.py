@@ -12,7 +12,7 @@ from pyromm.cli import main
 from pyromm.data import DataValidationError, MultimodalDataset
 from pyromm.evaluation.classifiers import train_modality_classifiers
 from pyromm.files import DiskFullError
-from pyromm.infer import MultimodalELBO
+from pyromm.infer import RateELBO
 from pyromm.likelihoods import Laplace
 from pyromm.models import Modality, MultimodalVAE
 from pyromm.nn import MLPDecoder, MLPEncoder
@@ -74,7 +74,7 @@ def vae(names=("a", "b"), seed=0):
 
 
 def fit(model, data):
-    return Trainer(model, MultimodalELBO(), epochs=1, batch_size=8, progress=False).fit(data)
+    return Trainer(model, RateELBO(), epochs=1, batch_size=8, progress=False).fit(data)
 
 
 def data(n=16, **mask):
