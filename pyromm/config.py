@@ -85,6 +85,7 @@ class RunConfig:
     compile: bool = False
     autocast: str | None = None
     flush_denormals: bool = True
+    pyro_validation: bool = True
     tensorboard: bool = False
     log_every_steps: int = 0
     classifier_epochs: int = 5

@@ -347,6 +347,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, resume:
         compile=cfg.compile,
         autocast=cfg.autocast,
         flush_denormals=cfg.flush_denormals,
+        validate=cfg.pyro_validation,
         config={"run": cfg.to_dict()},
         distributed=distributed,
         callbacks=build_callbacks(cfg),

@@ -131,9 +131,20 @@ def test_cli_reports_divergence_in_one_line(tmp_path, capsys, restore_torch_thre
     assert main(args) == 1
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith("pyromm: error: ValueError: step 1 (epoch 1, stage 'train'): Expected parameter locs")
+    assert err.endswith("(Pyro's validation; after a diverging update, try a lower learning rate) "
+                        "(run with --debug for the traceback)\n")
+
+
+def test_cli_reports_divergence_without_validation_in_one_line(tmp_path, capsys, restore_torch_threads):
+    args = ["train", "--out", str(tmp_path), "--no-eval", "--no-progress", "--threads", "1", *TINY, "--set", "lr=1e30",
+            "--set", "pyro_validation=false"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert err.startswith("pyromm: error: training diverged: non-finite loss and gradient at step 1 (epoch 1, stage "
-                          "'train'); loss nan, non-finite terms: rec/m0")
-    assert err.endswith("(try a lower learning rate, or --set on_nonfinite=skip)\n")
+                          "'train'); loss nan, non-finite terms: ")
+    assert "rec/m0" in err and err.endswith("(try a lower learning rate, or --set on_nonfinite=skip)\n")
 
 
 def test_cli_reports_a_full_disk_in_one_line_naming_the_path(tmp_path, capsys, monkeypatch, restore_torch_threads):

@@ -59,7 +59,7 @@ def test_run_directory_and_checkpoints_carry_the_identity(runs):
 @pytest.mark.parametrize(
     "source, differences",
     [
-        ("other_model", 'model.prior: "standard_normal" in the checkpoint, "MMVMPrior(alpha=0.0)" now; '
+        ("other_model", 'model.conditional_prior: "standard_normal" in the checkpoint, "MMVMPrior(alpha=0.0)" now; '
                         'run.model: "independent" in the checkpoint, "mmvm" now; '
                         'trainer.schedules.alpha.kind: absent in the checkpoint, "constant" now; '
                         'trainer.schedules.alpha.value: absent in the checkpoint, 0.0 now'),
@@ -98,7 +98,7 @@ def test_python_trainer_on_another_experiments_directory_is_refused(runs, tmp_pa
         train(cfg(model="independent"), run, progress=False)
     assert str(err.value) == (
         f"run directory {run} holds another experiment: "
-        'model.prior: "MMVMPrior(alpha=0.0)" in the run, "standard_normal" now; '
+        'model.conditional_prior: "MMVMPrior(alpha=0.0)" in the run, "standard_normal" now; '
         'run.model: "mmvm" in the run, "independent" now; '
         'trainer.schedules.alpha.kind: "constant" in the run, absent now; '
         f"trainer.schedules.alpha.value: 0.0 in the run, absent now; {ADVICE}"

@@ -630,8 +630,16 @@ class Trainer:
                 batch = batch_to(batch, self.device)
                 hyper = self._hyper(epoch)
                 self.optimizer.zero_grad()
-                with autocast(self.device, self.autocast):
-                    out = objective(self.model, batch, hyper)
+                try:
+                    with autocast(self.device, self.autocast):
+                        out = objective(self.model, batch, hyper)
+                except ValueError as err:
+                    self._check_finite(window, epoch)
+                    self._raise_if_parameters_diverged(err, epoch)
+                    raise ValueError(
+                        f"step {self.step} (epoch {epoch}, stage {stage.name!r}): {str(err).splitlines()[0]} (Pyro's "
+                        "validation; after a diverging update, try a lower learning rate)"
+                    ) from err
                 _check_output(out)
                 if not out.gradients_done:
                     out.loss.backward()
@@ -695,8 +703,16 @@ class Trainer:
         with torch.no_grad():
             for batch in data.batches(self.batch_size):
                 batch = batch_to(batch, self.device)
-                with autocast(self.device, self.autocast):
-                    out = objective(self.model, batch, hyper)
+                try:
+                    with autocast(self.device, self.autocast):
+                        out = objective(self.model, batch, hyper)
+                except ValueError as err:
+                    self._check_finite(window, epoch)
+                    self._raise_if_parameters_diverged(err, epoch)
+                    raise ValueError(
+                        f"step {self.step} (epoch {epoch}, stage {stage.name!r}): {str(err).splitlines()[0]} (Pyro's "
+                        "validation; after a diverging update, try a lower learning rate)"
+                    ) from err
                 _check_output(out)
                 totals.add(out, batch.batch_size)
         self.model.train()
@@ -719,6 +735,18 @@ class Trainer:
         loss = out.loss.detach()
         finite = torch.isfinite(loss) & grad_finite.all()
         return _StepRecord(self.step, loss, {k: v.detach() for k, v in out.terms.items()}, names, grad_finite, finite)
+
+    def _raise_if_parameters_diverged(self, err: ValueError, epoch: int) -> None:
+        """``FloatingPointError`` naming the first non-finite parameter when the last update made one (Pyro's
+        validation then refuses the distributions built from it, ``err``); nothing otherwise. One host sync."""
+        for name, param in zip(self._param_names, self._params):
+            if not bool(torch.isfinite(param).all()):
+                refused = str(err).splitlines()[0]
+                raise FloatingPointError(
+                    f"non-finite parameter {name!r} at step {self.step} (epoch {epoch}, stage "
+                    f"{self.stages[self.stage_index].name!r}) after the previous update; Pyro's validation refused: "
+                    f"{refused}"
+                ) from err
 
     def _check_finite(self, window: list[_StepRecord], epoch: int) -> None:
         """Raise ``FloatingPointError`` at the first step of ``window`` whose loss or a gradient is NaN or inf.
