@@ -1,7 +1,7 @@
 """The ``pyromm`` command line: quickstart, train, evaluate and data management.
 
     pyromm quickstart [--out DIR] [--epochs N] [--betas B ...] [--device cpu|cuda] [--no-progress]
-    pyromm train [--config FILE.json] [--set KEY=VALUE ...] [--out DIR] [--no-resume] [--no-progress] [--no-eval]
+    pyromm train [--config FILE.toml|FILE.json] [--set KEY=VALUE ...] [--out DIR] [--no-resume] [--no-progress] [--no-eval]
     pyromm evaluate RUN_DIR
     pyromm collect RESULTS_DIR
     pyromm data prepare {mnist,polymnist,translated_polymnist,digits,fsdd,mnist_fsdd,rats,mnist_svhn,celeba,cub,mhd}
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from pyromm.config import ConfigError, RunConfig
+from pyromm.config_file import read_config_file
 
 PROG = "pyromm"
 QUICKSTART_MODELS = ("independent", "mmvm")
@@ -83,11 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     t = commands.add_parser(
         "train",
         help="train (and evaluate) one run from a JSON config and --set overrides",
-        description="Train one run. The config is RunConfig's defaults, updated by --config FILE.json, then "
+        description="Train one run. The config is RunConfig's defaults, updated by --config FILE, then "
         "by each --set KEY=VALUE (VALUE is parsed as JSON when it can be, else taken as a string: "
         "--set beta=0.5 --set hidden=[64,64] --set model=independent).",
     )
-    t.add_argument("--config", metavar="FILE.json", help="JSON object of RunConfig fields")
+    t.add_argument("--config", metavar="FILE", help="FILE.toml (a [dataset] table may name your own data, "
+                   "[modalities.NAME] tables their likelihood, network and weight) or FILE.json of RunConfig fields")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config field (repeatable)")
     t.add_argument("--out", help="run directory (default: runs/<model>_beta<beta>)")
@@ -296,9 +298,12 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
 
 
 def build_config(config_file: str | None, overrides: Sequence[str]) -> RunConfig:
-    """RunConfig from an optional JSON file and ``--set`` overrides (raises ConfigError on any problem)."""
+    """RunConfig from an optional TOML (``pyromm.config_file``) or JSON file and ``--set`` overrides (raises
+    ConfigError on any problem)."""
     values: dict[str, Any] = {}
-    if config_file is not None:
+    if config_file is not None and Path(config_file).suffix == ".toml":
+        values.update(read_config_file(config_file))
+    elif config_file is not None:
         path = Path(config_file)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
