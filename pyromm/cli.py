@@ -2,7 +2,7 @@
 
     pyromm quickstart [--out DIR] [--epochs N] [--betas B ...] [--device cpu|cuda] [--no-progress]
     pyromm train [--config FILE.toml|FILE.json] [--set KEY=VALUE ...] [--out DIR] [--no-resume] [--no-progress] [--no-eval]
-    pyromm evaluate RUN_DIR
+    pyromm evaluate RUN_DIR [--config FILE (Python-API runs)] [--set KEY=VALUE ...]
     pyromm collect RESULTS_DIR
     pyromm data prepare {mnist,polymnist,translated_polymnist,digits,fsdd,mnist_fsdd,rats,mnist_svhn,celeba,cub,mhd}
                         [--root DIR] [--cache DIR] [--views M]
@@ -106,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
         "reconstruction), write RUN_DIR/evaluation.json and plots, and print the summary.",
     )
     e.add_argument("run_dir", metavar="RUN_DIR")
+    e.add_argument("--config", metavar="FILE", help="a Python-API run only: FILE.toml or FILE.json naming the "
+                   "evaluation data (a dataset) and settings; needs a builder recorded with pyromm.builder_config")
+    e.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="with --config: override one config field (repeatable)")
     e.add_argument("--device", choices=("cpu", "cuda"), help="evaluate on this device (default: the run's)")
     e.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's choice)")
     e.set_defaults(func=cmd_evaluate)
@@ -378,7 +382,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from pyromm.run import evaluate_run, load_data, load_run
+    from pyromm.run import evaluate_run, load_data
+    from pyromm.saved_runs import evaluation_setup
 
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
@@ -388,7 +393,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.device:
         _check_device(args.device)
     _set_threads(args.threads)
-    cfg, model = load_run(run_dir, map_location=args.device or "cpu")
+    data_config = build_config(args.config, args.overrides) if args.config or args.overrides else None
+    cfg, model = evaluation_setup(run_dir, data_config, map_location=args.device or "cpu")
     if args.device:
         cfg = cfg.replace(device=args.device)
     else:
@@ -402,11 +408,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
+    from pyromm.saved_runs import unevaluated_runs
     from pyromm.sweep import collect
 
     results_dir = Path(args.results_dir)
     if not results_dir.is_dir():
         raise CLIError(f"results directory {results_dir} does not exist")
+    for name, reason in unevaluated_runs(results_dir):
+        print(f"skipped {name}: {reason}")
     rows = collect(results_dir)
     print(format_table(rows))
     print(f"{len(rows)} runs; wrote {results_dir / 'results.csv'}, results.json, tradeoff_latent.png, "
