@@ -2,8 +2,8 @@
 
 Top-level keys are ``RunConfig`` fields. A ``[dataset]`` table names the data: ``name`` (a built-in dataset, or
 ``"files"``, the default when ``path`` is given), ``path`` (an ``.npz`` file or a directory of ``.npy``/``.pt``
-files, relative to the TOML file), ``test_fraction``, and any other data field of ``RunConfig`` (``train_limit``,
-``num_views``, ...). ``[modalities.<name>]`` tables give one modality's ``likelihood``, ``network`` (``mlp``,
+files), ``test_fraction``, and any other data field of ``RunConfig`` (``train_limit``, ``num_views``, ...). Paths
+(``path``, ``data_root``, ``cache_root``) are relative to the TOML file's folder. ``[modalities.<name>]`` tables give one modality's ``likelihood``, ``network`` (``mlp``,
 ``conv``, ``resnet``, ``spike_mlp`` or ``package.module:Name``), ``hidden`` and ``weight``::
 
     model = "mmvm"
@@ -27,6 +27,7 @@ from typing import Any
 from pyromm.config import ConfigError, RunConfig
 
 DATASET_KEYS = {"name": "dataset", "path": "data_path"}
+PATH_KEYS = ("data_path", "data_root", "cache_root")
 _POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
 
 
@@ -50,6 +51,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"config file {path}: unknown key {unknown[0]!r}; see RunConfig for the known keys")
+    _resolve_paths(path, values)
     return values
 
 
@@ -74,8 +76,14 @@ def _dataset_fields(path: Path, table: dict[str, Any]) -> dict[str, Any]:
             )
         values[field] = value
     if "data_path" in values:
-        if not isinstance(values["data_path"], str):
-            raise ConfigError(f"config file {path}: [dataset] path must be a string, got {values['data_path']!r}")
-        values["data_path"] = str((path.parent / values["data_path"]).resolve())
         values.setdefault("dataset", "files")
     return values
+
+
+def _resolve_paths(path: Path, values: dict[str, Any]) -> None:
+    """The ``PATH_KEYS`` of ``values`` made absolute, relative to the config file's folder."""
+    for key in PATH_KEYS:
+        if key in values:
+            if not isinstance(values[key], str):
+                raise ConfigError(f"config file {path}: {key} must be a string (a path), got {values[key]!r}")
+            values[key] = str((path.parent / Path(values[key]).expanduser()).resolve())
