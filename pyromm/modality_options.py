@@ -8,6 +8,7 @@ from typing import Any, Mapping, Protocol
 
 from torch import nn
 
+from pyromm import likelihoods
 from pyromm.config import LIKELIHOODS, NETWORKS, ConfigError, RunConfig
 from pyromm.nn import (
     MLPDecoder,
@@ -19,6 +20,7 @@ from pyromm.nn import (
 )
 from pyromm.nn.spike import spike_decoder, spike_encoder
 
+MODALITY_LIKELIHOODS = LIKELIHOODS + ("categorical",)
 IMAGE_NETWORKS = {
     "conv": (PolyMNISTConvEncoder, PolyMNISTConvDecoder),
     "resnet": (PolyMNISTResNetEncoder, PolyMNISTResNetDecoder),
@@ -37,12 +39,14 @@ class NetworkFactory(Protocol):
 @dataclass(frozen=True)
 class ModalityOptions:
     """One modality's entry of ``RunConfig.modalities``; None falls back to the run's ``likelihood``, ``network``
-    and ``hidden``."""
+    and ``hidden``. Likelihood ``categorical`` (integer class indices, with ``num_classes``) takes MLPs on one-hot
+    inputs and logits, or your own networks."""
 
     likelihood: str | None = None
     network: str | None = None
     hidden: tuple[int, ...] | None = None
     weight: float = 1.0
+    num_classes: int | None = None  # likelihood 'categorical': the data are class indices 0..num_classes-1
 
 
 def modality_options(cfg: RunConfig) -> dict[str, ModalityOptions]:
@@ -56,8 +60,15 @@ def modality_options(cfg: RunConfig) -> dict[str, ModalityOptions]:
         if unknown:
             raise ConfigError(f"modalities.{name}: unknown key {unknown[0]!r}; keys are {known}")
         likelihood, network = entry.get("likelihood"), entry.get("network")
-        if likelihood is not None and likelihood not in LIKELIHOODS:
-            raise ConfigError(f"modalities.{name}.likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
+        if likelihood is not None and likelihood not in MODALITY_LIKELIHOODS:
+            raise ConfigError(f"modalities.{name}.likelihood must be one of {MODALITY_LIKELIHOODS}, got {likelihood!r}")
+        num_classes = entry.get("num_classes")
+        if likelihood == "categorical" and num_classes is None:
+            raise ConfigError(f"modalities.{name}: likelihood 'categorical' needs num_classes, the number of classes")
+        if likelihood != "categorical" and num_classes is not None:
+            raise ConfigError(f"modalities.{name}: num_classes applies to likelihood 'categorical' only")
+        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2):
+            raise ConfigError(f"modalities.{name}.num_classes must be an integer >= 2, got {num_classes!r}")
         if network is not None and network not in NETWORKS and not _is_import_path(network):
             raise ConfigError(
                 f"modalities.{name}.network must be one of {NETWORKS} or an import path 'package.module:Name', "
@@ -69,7 +80,9 @@ def modality_options(cfg: RunConfig) -> dict[str, ModalityOptions]:
         weight = entry.get("weight", 1.0)
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
             raise ConfigError(f"modalities.{name}.weight must be a number >= 0, got {weight!r}")
-        options[name] = ModalityOptions(likelihood, network, None if hidden is None else tuple(hidden), float(weight))
+        options[name] = ModalityOptions(
+            likelihood, network, None if hidden is None else tuple(hidden), float(weight), num_classes
+        )
     return options
 
 
@@ -82,9 +95,14 @@ def networks(name: str, options: ModalityOptions, shape: tuple[int, ...], dim: i
     """The encoder and decoder of modality ``name``: the network family ``options.network`` (else ``cfg.network``),
     MLPs with ``options.hidden`` (else ``cfg.hidden``) hidden units, or a :class:`NetworkFactory` by import path."""
     network = options.network or cfg.network
+    if options.num_classes is not None and not (network == "mlp" or _is_import_path(network)):
+        raise ConfigError(f"modality {name!r}: likelihood 'categorical' needs network 'mlp' or your own, got {network!r}")
     if network == "mlp":
-        hidden = options.hidden or tuple(cfg.hidden)
-        return MLPEncoder(shape, dim, hidden=hidden), MLPDecoder(dim, shape, hidden=tuple(reversed(hidden)))
+        hidden, classes = options.hidden or tuple(cfg.hidden), options.num_classes
+        return (
+            MLPEncoder(shape, dim, hidden=hidden, num_classes=classes),
+            MLPDecoder(dim, shape, hidden=tuple(reversed(hidden)), num_classes=classes),
+        )
     if network == "spike_mlp":
         if len(shape) != 1:
             raise ConfigError(f"network 'spike_mlp' needs flat (d,) data; modality {name!r} is {shape}")
@@ -121,3 +139,8 @@ def import_object(path: str, what: str) -> Any:
             raise ConfigError(f"{what} {path!r}: module {module_name!r} has no attribute {attribute!r}")
         found = getattr(found, part)
     return found
+
+
+def categorical_likelihood(options: ModalityOptions, event_dim: int) -> likelihoods.Categorical | None:
+    """The Categorical likelihood of a modality with ``num_classes``; None for the others."""
+    return None if options.num_classes is None else likelihoods.Categorical(event_dim, options.num_classes)

@@ -44,7 +44,7 @@ from pyromm.models import (
 from pyromm.models.jnf import JNF, ProjectedEncoder
 from pyromm.nn import MLPEncoder, MLPProjector, SpectrogramConvDecoder, SpectrogramConvEncoder
 from pyromm.data.own import fingerprint, load_files
-from pyromm.modality_options import ModalityOptions, modality_options, networks
+from pyromm.modality_options import ModalityOptions, categorical_likelihood, modality_options, networks
 from pyromm.infer.stages import Stage
 from pyromm.train import CheckpointDir, EpochWarmup, Linear, Trainer, schedule_from_config
 from pyromm.train.callbacks import EarlyStopping, TensorBoard, TrainerCallback
@@ -140,7 +140,9 @@ def build_modalities(cfg: RunConfig, event_shapes: dict[str, tuple[int, ...]]) -
             encoder, decoder = SpectrogramConvEncoder(dim, shape), SpectrogramConvDecoder(dim, shape)
         else:
             encoder, decoder = networks(name, option, shape, dim, cfg)
-        likelihood = build_likelihood(cfg, len(shape), option.likelihood or chosen.get(name))
+        likelihood = categorical_likelihood(option, len(shape)) or build_likelihood(
+            cfg, len(shape), option.likelihood or chosen.get(name)
+        )
         modalities.append(Modality(name, encoder, decoder, likelihood, shape, option.weight))
     return modalities
 

@@ -18,6 +18,7 @@ from pyromm.data.own import DtypeWarning, OwnDataError, load_files, read_arrays
 from pyromm.likelihoods import Bernoulli, Normal
 from pyromm.modality_options import ModalityOptions, networks
 from pyromm.run import build_modalities
+from pyromm.saved_runs import load as pyromm_load
 
 N = 40
 
@@ -179,10 +180,48 @@ def test_bernoulli_on_values_outside_the_unit_interval(tmp_path):
 
 
 def test_a_likelihood_pyromm_does_not_have(tmp_path):
-    modalities = {"image": {"likelihood": "categorical"}}
+    modalities = {"image": {"likelihood": "poisson"}}
     assert _error(tmp_path, ConfigError, modalities=modalities) == (
-        "modalities.image.likelihood must be one of ('laplace', 'normal', 'bernoulli'), got 'categorical'"
+        "modalities.image.likelihood must be one of ('laplace', 'normal', 'bernoulli', 'categorical'), got 'poisson'"
     )
+
+
+def test_categorical_on_floats(tmp_path):
+    modalities = {"vector": {"likelihood": "categorical", "num_classes": 4}}
+    assert _error(tmp_path, OwnDataError, modalities=modalities) == (
+        f"{tmp_path / 'bad.npz'}: modality 'vector': likelihood 'categorical' needs integer class indices, the data "
+        "are float64 (store them as integers, or choose likelihood 'normal' or 'laplace')"
+    )
+
+
+def test_categorical_indices_out_of_range(tmp_path):
+    arrays = {**own_arrays(), "tokens": np.tile(np.arange(5), (N, 1))}
+    modalities = {"tokens": {"likelihood": "categorical", "num_classes": 4}}
+    assert _error(tmp_path, OwnDataError, arrays, modalities=modalities) == (
+        f"{tmp_path / 'bad.npz'}: modality 'tokens': likelihood 'categorical' with num_classes 4 needs class indices "
+        "in 0..3, the data span 0..4"
+    )
+    assert _error(tmp_path, ConfigError, arrays, modalities={"tokens": {"likelihood": "categorical"}}) == (
+        "modalities.tokens: likelihood 'categorical' needs num_classes, the number of classes"
+    )
+    assert _error(tmp_path, ConfigError, arrays, modalities={"tokens": {"num_classes": 4}}) == (
+        "modalities.tokens: num_classes applies to likelihood 'categorical' only"
+    )
+
+
+def test_a_categorical_modality_trains_and_evaluates(tmp_path, monkeypatch, capsys):
+    arrays = own_arrays()
+    arrays["tokens"] = np.stack([arrays["labels"], (arrays["labels"] + 1) % 4, np.zeros(N, int)], 1).astype(np.int32)
+    text = TOML + '\n[modalities.tokens]\nlikelihood = "categorical"\nnum_classes = 4\nhidden = [8]\n'
+    path = write_toml(tmp_path, text, arrays)
+    monkeypatch.chdir(tmp_path)
+    with pytest.warns(DtypeWarning, match=re.escape("modality 'tokens' is int32; converted to int64 (values kept)")):
+        status = main(["train", "--config", str(path), "--out", "run", "--no-progress", "--set", f"cache_root={tmp_path}"])
+    assert status == 0, capsys.readouterr().err
+    tokens = pyromm_load(tmp_path / "run").modalities["tokens"]
+    assert type(tokens.likelihood).__name__ == "Categorical" and tokens.likelihood.num_classes == 4
+    evaluation = json.loads((tmp_path / "run" / "evaluation.json").read_text())
+    assert set(evaluation["classifier_accuracy"]) == {"image", "vector", "tokens"}
 
 
 def test_float_labels_are_refused(tmp_path):

@@ -35,7 +35,7 @@ class OwnDataError(DataValidationError):
 
 
 class DtypeWarning(UserWarning):
-    """A modality's array was converted to float32, the dtype the networks and likelihoods compute in."""
+    """A modality's array was converted to the dtype its likelihood scores: float32, or int64 class indices."""
 
 
 def read_arrays(path: str | Path) -> dict[str, np.ndarray | Tensor]:
@@ -89,8 +89,7 @@ def load_files(cfg: RunConfig) -> tuple[MultimodalDataset, MultimodalDataset]:
     if len(set(lengths.values())) != 1:
         raise OwnDataError(f"{path}: the modality arrays have different lengths (samples): {lengths}")
     n = lengths[names[0]]
-    data = {name: _modality_data(path, name, arrays[name], options.get(name, ModalityOptions()).likelihood or cfg.likelihood)
-            for name in names}
+    data = {name: _modality_data(path, name, arrays[name], options.get(name, ModalityOptions()), cfg) for name in names}
     labels = _labels(path, arrays[LABELS], n) if LABELS in arrays else None
     masks = _masks(path, arrays, names, n)
     dataset = MultimodalDataset(data, labels, masks, metadata={"dataset": "files", "path": str(path)})
@@ -101,17 +100,15 @@ def load_files(cfg: RunConfig) -> tuple[MultimodalDataset, MultimodalDataset]:
     return dataset.subset(order[n_test:].sort().values), dataset.subset(order[:n_test].sort().values)
 
 
-def _modality_data(path: Path, name: str, x: Tensor, likelihood: str) -> Tensor:
-    """``x`` as float32 (a DtypeWarning naming the modality when converted), checked against its likelihood."""
+def _modality_data(path: Path, name: str, x: Tensor, options: ModalityOptions, cfg: RunConfig) -> Tensor:
+    """``x`` in the dtype its likelihood scores (float32; int64 class indices for 'categorical'), a DtypeWarning
+    naming the modality when converted, and checked against that likelihood's range."""
     if x.dim() < 2:
         raise OwnDataError(f"{path}: modality {name!r} has shape {tuple(x.shape)}; expected (N, *event_shape)")
-    if x.dtype != torch.float32:
-        warnings.warn(
-            f"{path}: modality {name!r} is {str(x.dtype).removeprefix('torch.')}; converted to float32 (values kept)",
-            DtypeWarning,
-            stacklevel=3,
-        )
-        x = x.to(torch.float32)
+    likelihood = options.likelihood or cfg.likelihood
+    if likelihood == "categorical":
+        return _class_indices(path, name, x, options.num_classes)
+    x = _converted(path, name, x, torch.float32)
     finite = torch.isfinite(x)
     if not bool(finite.all()):
         sample = int((~finite).reshape(x.shape[0], -1).any(1).nonzero()[0])
@@ -123,6 +120,36 @@ def _modality_data(path: Path, name: str, x: Tensor, likelihood: str) -> Tensor:
             f"[{low:g}, {high:g}] (rescale them, or choose likelihood 'normal' or 'laplace')"
         )
     return x
+
+
+def _class_indices(path: Path, name: str, x: Tensor, num_classes: int) -> Tensor:
+    """Integer data of a 'categorical' modality as int64, each in 0..num_classes-1."""
+    if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
+        raise OwnDataError(
+            f"{path}: modality {name!r}: likelihood 'categorical' needs integer class indices, the data are "
+            f"{str(x.dtype).removeprefix('torch.')} (store them as integers, or choose likelihood 'normal' or 'laplace')"
+        )
+    x = _converted(path, name, x, torch.int64)
+    low, high = int(x.min()), int(x.max())
+    if low < 0 or high >= num_classes:
+        raise OwnDataError(
+            f"{path}: modality {name!r}: likelihood 'categorical' with num_classes {num_classes} needs class indices "
+            f"in 0..{num_classes - 1}, the data span {low}..{high}"
+        )
+    return x
+
+
+def _converted(path: Path, name: str, x: Tensor, dtype: torch.dtype) -> Tensor:
+    """``x`` as ``dtype``, with a DtypeWarning naming the file and the modality when it was another dtype."""
+    if x.dtype == dtype:
+        return x
+    warnings.warn(
+        f"{path}: modality {name!r} is {str(x.dtype).removeprefix('torch.')}; converted to "
+        f"{str(dtype).removeprefix('torch.')} (values kept)",
+        DtypeWarning,
+        stacklevel=4,
+    )
+    return x.to(dtype)
 
 
 def _labels(path: Path, labels: Tensor, n: int) -> Tensor:
