@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = commands.add_parser(
         "train",
-        help="train (and evaluate) one run from a JSON config and --set overrides",
+        help="train (and evaluate) one run from a TOML or JSON config and --set overrides",
         description="Train one run. The config is RunConfig's defaults, updated by --config FILE, then "
         "by each --set KEY=VALUE (VALUE is parsed as JSON when it can be, else taken as a string: "
         "--set beta=0.5 --set hidden=[64,64] --set model=independent).",
@@ -119,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="gather the evaluated runs of a sweep into its results table and trade-off plots",
         description="Read RESULTS_DIR/<run>/evaluation.json of every evaluated run (trained here, by a process "
         "pool or by SLURM jobs), write RESULTS_DIR/results.csv, results.json, tradeoff_latent.png and "
-        "tradeoff_coherence.png, and print the table.",
+        "tradeoff_coherence.png, and print the table; first list each run directory without an evaluation.json "
+        "as skipped, with how to evaluate it.",
     )
     c.add_argument("results_dir", metavar="RESULTS_DIR")
     c.set_defaults(func=cmd_collect)

@@ -119,3 +119,17 @@ def test_evaluate_and_collect_on_python_api_runs(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "skipped built" not in out and "skipped by_hand" in out
     assert json.loads((tmp_path / "results" / "results.json").read_text())[0]["run"] == "built"
+
+
+@pytest.mark.parametrize("model", ["independent", "mmvm", "mopoe", "mvae", "jmvae", "telbo", "mmvae", "mmvae_plus", "jnf"])
+def test_cli_runs_of_every_family_load_with_their_weights(tmp_path, model):
+    from pyromm.run import train
+
+    cfg = RunConfig(model=model, epochs=2, train_limit=64, test_limit=8, batch_size=32, latent_dim=4, hidden=[16],
+                    num_importance_samples=2, flow_hidden=8, flow_blocks=1)
+    trained, *_ = train(cfg, tmp_path, progress=False)
+    loaded = pyromm.load(tmp_path)
+    assert loaded.config == cfg and type(loaded.model) is type(trained)
+    assert loaded.model.config() == trained.config()
+    for name, value in trained.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[name], value.cpu()), name
