@@ -384,7 +384,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from pyromm.run import evaluate_run, load_data
-    from pyromm.saved_runs import evaluation_setup
+    from pyromm.saved_runs import check_evaluation_data, evaluation_setup
 
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
@@ -401,6 +401,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         _check_device(cfg.device)
     train_set, test_set = load_data(cfg)
+    check_evaluation_data(run_dir, model, train_set.event_shapes)
     results = evaluate_run(model, train_set, test_set, cfg, run_dir)
     print(f"{run_dir}: {cfg.model} (beta {cfg.beta:g}) on {cfg.dataset}")
     print(format_summary(results))

@@ -166,6 +166,16 @@ def evaluation_setup(run_dir: str | Path, data_config: RunConfig | None, map_loc
     return data_config, load(run_dir, map_location=map_location).model
 
 
+def check_evaluation_data(run_dir: str | Path, model: nn.Module, event_shapes: dict[str, tuple[int, ...]]) -> None:
+    """A RunLoadError unless the evaluation data have the model's modalities, of its event shapes."""
+    expected = {name: tuple(m.event_shape) for name, m in model.modalities.items()}
+    if dict(event_shapes) != expected:
+        raise RunLoadError(
+            f"the evaluation data have modalities {dict(event_shapes)}, the model of {run_dir} has {expected}: "
+            "point --config at data of the same modalities and shapes"
+        )
+
+
 def unevaluated_runs(results_dir: str | Path) -> list[tuple[str, str]]:
     """(name, reason) of each run directory in ``results_dir`` with a config.json but no evaluation.json, the reason
     saying how to evaluate it."""

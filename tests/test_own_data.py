@@ -82,6 +82,13 @@ def test_toml_config_reads_the_dataset_table_and_modalities(tmp_path):
     assert widths[:2] == [8, 8]
 
 
+def test_toml_dataset_table_names_a_built_in_dataset(tmp_path):
+    path = tmp_path / "digits.toml"
+    path.write_text('beta = 2.0\n[dataset]\nname = "digits"\nnum_views = 2\ncache_root = "cache"\n')
+    assert read_config_file(path) == {"beta": 2.0, "dataset": "digits", "num_views": 2,
+                                      "cache_root": str((tmp_path / "cache").resolve())}
+
+
 def test_train_from_toml_then_the_run_loads(tmp_path, monkeypatch, capsys):
     import pyromm
 

@@ -108,6 +108,15 @@ def test_evaluate_and_collect_on_python_api_runs(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"skipped built: trained with the Python API and not evaluated: pyromm evaluate {built} --config" in out
     assert f"skipped by_hand: trained with the Python API and not evaluated: pyromm evaluate {by_hand} --config" in out
+    # data of other modalities: one line naming both
+    digits = tmp_path / "digits.toml"
+    digits.write_text('[dataset]\nname = "digits"\nnum_views = 2\n')
+    assert main(["evaluate", str(built), "--config", str(digits)]) == 2
+    assert capsys.readouterr().err == (
+        "pyromm: error: config error: the evaluation data have modalities {'m0': (1, 8, 8), 'm1': (1, 8, 8)}, the "
+        f"model of {built} has {{'image': (1, 6, 6), 'vector': (5,)}}: point --config at data of the same modalities "
+        "and shapes\n"
+    )
     # with the data named, it evaluates
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DtypeWarning)
