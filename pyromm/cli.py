@@ -1,8 +1,8 @@
 """The ``pyromm`` command line: quickstart, train, evaluate and data management.
 
     pyromm quickstart [--out DIR] [--epochs N] [--betas B ...] [--device cpu|cuda] [--no-progress]
-    pyromm train [--config FILE.json] [--set KEY=VALUE ...] [--out DIR] [--no-resume] [--no-progress] [--no-eval]
-    pyromm evaluate RUN_DIR
+    pyromm train [--config FILE.toml|FILE.json] [--set KEY=VALUE ...] [--out DIR] [--no-resume] [--no-progress] [--no-eval]
+    pyromm evaluate RUN_DIR [--config FILE (Python-API runs)] [--set KEY=VALUE ...]
     pyromm collect RESULTS_DIR
     pyromm data prepare {mnist,polymnist,translated_polymnist,digits,fsdd,mnist_fsdd,rats,mnist_svhn,celeba,cub,mhd}
                         [--root DIR] [--cache DIR] [--views M]
@@ -28,6 +28,7 @@ from pyromm.config import ConfigError, RunConfig
 from pyromm.files import DiskFullError
 from pyromm.identity import RunIdentityError, check_run_directory
 from pyromm.lock import RunLock, RunLockedError
+from pyromm.config_file import read_config_file
 
 PROG = "pyromm"
 QUICKSTART_MODELS = ("independent", "mmvm")
@@ -88,12 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = commands.add_parser(
         "train",
-        help="train (and evaluate) one run from a JSON config and --set overrides",
-        description="Train one run. The config is RunConfig's defaults, updated by --config FILE.json, then "
+        help="train (and evaluate) one run from a TOML or JSON config and --set overrides",
+        description="Train one run. The config is RunConfig's defaults, updated by --config FILE, then "
         "by each --set KEY=VALUE (VALUE is parsed as JSON when it can be, else taken as a string: "
         "--set beta=0.5 --set hidden=[64,64] --set model=independent).",
     )
-    t.add_argument("--config", metavar="FILE.json", help="JSON object of RunConfig fields")
+    t.add_argument("--config", metavar="FILE", help="FILE.toml (a [dataset] table may name your own data, "
+                   "[modalities.NAME] tables their likelihood, network and weight) or FILE.json of RunConfig fields")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config field (repeatable)")
     t.add_argument("--out", help="run directory (default: runs/<model>_beta<beta>)")
@@ -110,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
         "reconstruction), write RUN_DIR/evaluation.json and plots, and print the summary.",
     )
     e.add_argument("run_dir", metavar="RUN_DIR")
+    e.add_argument("--config", metavar="FILE", help="a Python-API run only: FILE.toml or FILE.json naming the "
+                   "evaluation data (a dataset) and settings; needs a builder recorded with pyromm.builder_config")
+    e.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="with --config: override one config field (repeatable)")
     e.add_argument("--device", choices=("cpu", "cuda"), help="evaluate on this device (default: the run's)")
     e.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's choice)")
     e.set_defaults(func=cmd_evaluate)
@@ -119,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="gather the evaluated runs of a sweep into its results table and trade-off plots",
         description="Read RESULTS_DIR/<run>/evaluation.json of every evaluated run (trained here, by a process "
         "pool or by SLURM jobs), write RESULTS_DIR/results.csv, results.json, tradeoff_latent.png and "
-        "tradeoff_coherence.png, and print the table.",
+        "tradeoff_coherence.png, and print the table; first list each run directory without an evaluation.json "
+        "as skipped, with how to evaluate it.",
     )
     c.add_argument("results_dir", metavar="RESULTS_DIR")
     c.set_defaults(func=cmd_collect)
@@ -335,9 +342,12 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
 
 
 def build_config(config_file: str | None, overrides: Sequence[str]) -> RunConfig:
-    """RunConfig from an optional JSON file and ``--set`` overrides (raises ConfigError on any problem)."""
+    """RunConfig from an optional TOML (``pyromm.config_file``) or JSON file and ``--set`` overrides (raises
+    ConfigError on any problem)."""
     values: dict[str, Any] = {}
-    if config_file is not None:
+    if config_file is not None and Path(config_file).suffix == ".toml":
+        values.update(read_config_file(config_file))
+    elif config_file is not None:
         path = Path(config_file)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
@@ -404,7 +414,9 @@ def _train(args: argparse.Namespace, cfg: RunConfig, out: Path) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from pyromm.run import evaluate_run, load_data, load_run_with_source
+    from pyromm.provenance import latest_source
+    from pyromm.run import evaluate_run, load_data
+    from pyromm.saved_runs import check_evaluation_data, evaluation_setup
 
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
@@ -414,13 +426,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.device:
         _check_device(args.device)
     _set_threads(args.threads)
+    data_config = build_config(args.config, args.overrides) if args.config or args.overrides else None
     with RunLock(run_dir):
-        cfg, model, source = load_run_with_source(run_dir, map_location=args.device or "cpu")
+        cfg, model = evaluation_setup(run_dir, data_config, map_location=args.device or "cpu")
         if args.device:
             cfg = cfg.replace(device=args.device)
         else:
             _check_device(cfg.device)
         train_set, test_set = load_data(cfg)
+        check_evaluation_data(run_dir, model, train_set.event_shapes)
+        source = latest_source(run_dir)
         results = evaluate_run(model, train_set, test_set, cfg, run_dir, source)
     print(f"scored {source['checkpoint']} (epoch {source['epoch']}, step {source['step']})")
     print(f"{run_dir}: {cfg.model} (beta {cfg.beta:g}) on {cfg.dataset}")

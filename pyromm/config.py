@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 from pyromm import reference as references
 
-DATASETS = ("digits", "polymnist", "translated_polymnist", "rats", "mnist_fsdd", "shapes")
+DATASETS = ("digits", "polymnist", "translated_polymnist", "rats", "mnist_fsdd", "shapes", "files")
 MODELS = ("independent", "mmvm", "avg", "poe", "moe", "mopoe", "mopoe_reference", "mvae", "mvtcae", "jmvae", "telbo", "mmvae", "mmvae_plus", "jnf", "jnf_shared")
 DEFAULT_ALPHA = {"mmvm": 0.0, "mvtcae": 0.1, "jmvae": 0.1}
 DEFAULT_RATE = {"mmvm": "jensen", "moe": "selected", "mopoe": "selected", "mopoe_reference": "jensen"}
@@ -40,6 +40,9 @@ class RunConfig:
     dataset: str = "digits"
     num_views: int = 3
     data_root: str | None = None
+    data_path: str | None = None  # dataset 'files': an .npz file or a directory of .npy/.pt files (pyromm.data.own)
+    test_fraction: float = 0.2  # dataset 'files': the share of samples held out as the test split
+    modalities: dict | None = None  # per modality: likelihood, network, hidden, weight (pyromm.modality_options)
     cache_root: str | None = None
     train_limit: int | None = None
     test_limit: int | None = None
@@ -169,6 +172,10 @@ class RunConfig:
             _check_choice("latent_sampler", self.latent_sampler, ("gmm", "maf"))
         if self.autocast is not None:
             _check_choice("autocast", self.autocast, ("bf16",))
+        if self.dataset == "files" and self.data_path is None:
+            raise ConfigError("dataset 'files' needs data_path: an .npz file or a directory of .npy/.pt files")
+        if not 0.0 < self.test_fraction < 1.0:
+            raise ConfigError(f"test_fraction must lie in (0, 1), got {self.test_fraction}")
         if not 1 <= self.num_views <= 5:
             raise ConfigError(f"num_views must lie in 1..5, got {self.num_views}")
         if self.beta < 0:

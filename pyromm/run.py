@@ -45,30 +45,15 @@ from pyromm.models import (
     standard_normal,
 )
 from pyromm.models.jnf import JNF, ProjectedEncoder
-from pyromm.nn import (
-    MLPDecoder,
-    MLPEncoder,
-    MLPProjector,
-    PolyMNISTConvDecoder,
-    PolyMNISTConvEncoder,
-    PolyMNISTResNetDecoder,
-    PolyMNISTResNetEncoder,
-    SpectrogramConvDecoder,
-    SpectrogramConvEncoder,
-)
-from pyromm.nn.spike import spike_decoder, spike_encoder
+from pyromm.nn import MLPEncoder, MLPProjector, SpectrogramConvDecoder, SpectrogramConvEncoder
+from pyromm.data.own import fingerprint, load_files
+from pyromm.modality_options import ModalityOptions, categorical_likelihood, modality_options, networks
 from pyromm.infer.stages import Stage
 from pyromm.train import CheckpointDir, EpochWarmup, Linear, Trainer, schedule_from_config
 from pyromm.train.callbacks import EarlyStopping, TensorBoard, TrainerCallback
 from pyromm.reference_sampling import ReferenceSubsetHMC
 from pyromm.train.checkpoint import load_model_state
 from pyromm.train.distributed import data_parallel_from_env, is_main_process
-
-IMAGE_NETWORKS = {
-    "conv": (PolyMNISTConvEncoder, PolyMNISTConvDecoder),
-    "resnet": (PolyMNISTResNetEncoder, PolyMNISTResNetDecoder),
-}
-
 
 def load_data(cfg: RunConfig) -> tuple[MultimodalDataset, MultimodalDataset]:
     """The train and test splits named by ``cfg.dataset``, cut to ``train_limit``/``test_limit``.
@@ -86,6 +71,8 @@ def load_data(cfg: RunConfig) -> tuple[MultimodalDataset, MultimodalDataset]:
         train, test = (
             load_mnist_fsdd(cfg.data_root, s, seed=0, cache_dir=cache_root(cfg.cache_root)) for s in ("train", "test")
         )
+    elif cfg.dataset == "files":
+        train, test = load_files(cfg)
     elif cfg.dataset == "shapes":
         train, test = (load_shapes(s, seed=0, limit=n) for s, n in (("train", cfg.train_limit), ("test", cfg.test_limit)))
     else:
@@ -148,24 +135,18 @@ def build_modalities(cfg: RunConfig, event_shapes: dict[str, tuple[int, ...]]) -
     unknown = sorted(set(chosen) - set(event_shapes))
     if unknown:
         raise ConfigError(f"modality_likelihoods names unknown modality {unknown[0]!r}; modalities are {list(event_shapes)}")
+    options = modality_options(cfg)
     modalities = []
     for name, shape in event_shapes.items():
+        option = options.get(name, ModalityOptions())
         if (cfg.dataset, name) in SPECTROGRAM_MODALITIES:
             encoder, decoder = SpectrogramConvEncoder(dim, shape), SpectrogramConvDecoder(dim, shape)
-        elif cfg.network == "mlp":
-            encoder = MLPEncoder(shape, dim, hidden=tuple(cfg.hidden))
-            decoder = MLPDecoder(dim, shape, hidden=tuple(reversed(cfg.hidden)))
-        elif cfg.network == "spike_mlp":
-            if len(shape) != 1:
-                raise ConfigError(f"network 'spike_mlp' needs flat (d,) data; modality {name!r} is {shape}")
-            encoder, decoder = spike_encoder(shape[0], dim), spike_decoder(dim, shape[0])
         else:
-            if len(shape) != 3 or shape[0] not in (1, 3) or tuple(shape[1:]) != (28, 28):
-                raise ConfigError(f"network {cfg.network!r} needs (1|3, 28, 28) images; modality {name!r} is {shape}")
-            enc_cls, dec_cls = IMAGE_NETWORKS[cfg.network]
-            encoder, decoder = enc_cls(dim, shape[0]), dec_cls(dim, shape[0])
-        likelihood = build_likelihood(cfg, len(shape), chosen.get(name))
-        modalities.append(Modality(name, encoder, decoder, likelihood, shape))
+            encoder, decoder = networks(name, option, shape, dim, cfg)
+        likelihood = categorical_likelihood(option, len(shape)) or build_likelihood(
+            cfg, len(shape), option.likelihood or chosen.get(name)
+        )
+        modalities.append(Modality(name, encoder, decoder, likelihood, shape, option.weight))
     return modalities
 
 
@@ -360,6 +341,8 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, resume:
 def classifier_cache(cfg: RunConfig) -> tuple[Path, str]:
     seed = cfg.seed if cfg.dataset == "digits" else 0
     key = f"{cfg.dataset}-{cfg.num_views}views-seed{seed}-n{cfg.classifier_train_limit}-e{cfg.classifier_epochs}"
+    if cfg.dataset == "files":
+        key += f"-{fingerprint(cfg.data_path)}-test{cfg.test_fraction:g}"
     return cache_root(cfg.cache_root) / "classifiers" / key, key
 
 

@@ -96,7 +96,23 @@ def _check_tracking(ns: dict) -> None:
     assert not Path(ns["OUT"]).exists(), "the guide should remove its output directory"
 
 
+def _check_own_data(ns: dict) -> None:
+    assert ns["dtype_warnings"] == [
+        "modality 'image' is float64; converted to float32 (values kept)",
+        "modality 'vector' is float64; converted to float32 (values kept)",
+    ]
+    run = ns["run"]
+    assert run.config.dataset == "files" and run.config.epochs == 12 and run.modalities["vector"].weight == 2.0
+    assert ns["generated"].shape == (100, 1, 28, 28)
+    assert ns["generation_accuracy"] > 0.6, "images generated from vectors are near chance (0.25)"
+    evaluation = ns["evaluation"]
+    assert evaluation["latent_acc_mean"] > 0.6 and 0.0 <= evaluation["coherence_cross_mean"] <= 1.0
+    for name, value in ns["by_hand"].model.state_dict().items():
+        assert value.isfinite().all(), name
+
+
 CHECKS: dict[str, Callable[[dict], None]] = {
+    "own_data.md": _check_own_data,
     "custom_prior.md": _check_custom_prior,
     "custom_model.md": _check_custom_model,
     "inspect_subset_posteriors.md": _check_inspect_subset_posteriors,

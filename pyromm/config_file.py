@@ -1,0 +1,89 @@
+"""Run configs in TOML, read by the standard library's ``tomllib``, as ``RunConfig`` fields.
+
+Top-level keys are ``RunConfig`` fields. A ``[dataset]`` table names the data: ``name`` (a built-in dataset, or
+``"files"``, the default when ``path`` is given), ``path`` (an ``.npz`` file or a directory of ``.npy``/``.pt``
+files), ``test_fraction``, and any other data field of ``RunConfig`` (``train_limit``, ``num_views``, ...). Paths
+(``path``, ``data_root``, ``cache_root``) are relative to the TOML file's folder. ``[modalities.<name>]`` tables give one modality's ``likelihood``, ``network`` (``mlp``,
+``conv``, ``resnet``, ``spike_mlp`` or ``package.module:Name``), ``hidden`` and ``weight``::
+
+    model = "mmvm"
+    epochs = 5
+
+    [dataset]
+    path = "my_data.npz"
+
+    [modalities.image]
+    likelihood = "bernoulli"
+    network = "conv"
+"""
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from pyromm.config import ConfigError, RunConfig
+
+DATASET_KEYS = {"name": "dataset", "path": "data_path"}
+PATH_KEYS = ("data_path", "data_root", "cache_root")
+_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The ``RunConfig`` fields of the TOML file at ``path``; a ConfigError naming the file (and, for a syntax
+    error, the line and column) otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"config file {path}: TOML syntax error {_where(str(err))}") from None
+    values = dict(document)
+    dataset = values.pop("dataset", None)
+    if isinstance(dataset, dict):
+        values.update(_dataset_fields(path, dataset))
+    elif dataset is not None:
+        values["dataset"] = dataset
+    known = {f.name for f in fields(RunConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown key {unknown[0]!r}; see RunConfig for the known keys")
+    _resolve_paths(path, values)
+    return values
+
+
+def _where(message: str) -> str:
+    """'Invalid value (at line 3, column 1)' -> 'at line 3, column 1: Invalid value'."""
+    found = _POSITION.search(message)
+    if found is None:
+        return f": {message}"
+    return f"at line {found.group(1)}, column {found.group(2)}: {message[: found.start()]}"
+
+
+def _dataset_fields(path: Path, table: dict[str, Any]) -> dict[str, Any]:
+    """The ``[dataset]`` table as ``RunConfig`` fields, ``path`` resolved against the config file's folder."""
+    known = {f.name for f in fields(RunConfig)}
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        field = DATASET_KEYS.get(key, key)
+        if field not in known or (field in ("dataset", "data_path") and key not in DATASET_KEYS):
+            raise ConfigError(
+                f"config file {path}: unknown key {key!r} in [dataset]; keys are name, path, test_fraction and the "
+                "data fields of RunConfig"
+            )
+        values[field] = value
+    if "data_path" in values:
+        values.setdefault("dataset", "files")
+    return values
+
+
+def _resolve_paths(path: Path, values: dict[str, Any]) -> None:
+    """The ``PATH_KEYS`` of ``values`` made absolute, relative to the config file's folder."""
+    for key in PATH_KEYS:
+        if key in values:
+            if not isinstance(values[key], str):
+                raise ConfigError(f"config file {path}: {key} must be a string (a path), got {values[key]!r}")
+            values[key] = str((path.parent / Path(values[key]).expanduser()).resolve())
