@@ -176,23 +176,14 @@ def check_evaluation_data(run_dir: str | Path, model: nn.Module, event_shapes: d
         )
 
 
-def unevaluated_runs(results_dir: str | Path) -> list[tuple[str, str]]:
-    """(name, reason) of each run directory in ``results_dir`` with a config.json but no evaluation.json, the reason
-    saying how to evaluate it."""
-    skipped = []
-    for path in sorted(Path(results_dir).glob("*/config.json")):
-        run_dir = path.parent
-        if (run_dir / "evaluation.json").is_file():
-            continue
-        try:
-            python_api = is_python_api_run(json.loads(path.read_text()))
-        except ValueError:
-            skipped.append((run_dir.name, "config.json is not valid JSON"))
-            continue
-        if python_api:
-            reason = (f"trained with the Python API and not evaluated: pyromm evaluate {run_dir} --config FILE.toml "
-                      "(with a [dataset] table), or pyromm.evaluation.evaluate in Python")
-        else:
-            reason = f"not evaluated: pyromm evaluate {run_dir}"
-        skipped.append((run_dir.name, reason))
-    return skipped
+def not_evaluated_reason(run_dir: str | Path) -> str:
+    """Why a run directory with no evaluation.json is left out of a table, and how to evaluate it."""
+    run_dir = Path(run_dir)
+    try:
+        python_api = is_python_api_run(json.loads((run_dir / "config.json").read_text()))
+    except ValueError:
+        return "config.json is not valid JSON"
+    if python_api:
+        return (f"trained with the Python API and not evaluated: pyromm evaluate {run_dir} --config FILE.toml "
+                "(with a [dataset] table), or pyromm.evaluation.evaluate in Python")
+    return f"not evaluated: pyromm evaluate {run_dir}"

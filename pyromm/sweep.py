@@ -24,6 +24,7 @@ from pyromm.files import remove_orphans, write_json, write_text
 from pyromm.lock import RunLock, locked_by
 from pyromm.provenance import EVALUATION_FILE, evaluation_problem
 from pyromm.run import classifier_cache, coherence_classifiers, run
+from pyromm.saved_runs import not_evaluated_reason
 
 TRADEOFFS = (("latent_acc", "latent"), ("coherence", "coherence"))
 TRADEOFF_TITLES = {
@@ -262,7 +263,7 @@ def _collect_one(run_dir: Path) -> tuple[dict[str, Any] | None, str]:
     path = run_dir / EVALUATION_FILE
     if not path.is_file():
         has_config = (run_dir / "config.json").is_file()
-        return None, "not evaluated (no evaluation.json)" if has_config else "not a run directory (no config.json)"
+        return None, not_evaluated_reason(run_dir) if has_config else "not a run directory (no config.json)"
     try:
         results = json.loads(path.read_text())
         row = {"run": run_dir.name, **summarize(RunConfig.from_dict(results["config"]), results)}

@@ -105,9 +105,9 @@ def test_evaluate_and_collect_on_python_api_runs(tmp_path, capsys):
     assert err.count("\n") == 1 and "records no builder, so pyromm evaluate cannot rebuild its model" in err
     # collect names the runs it skips and why
     main(["collect", str(tmp_path / "results")])
-    out = capsys.readouterr().out
-    assert f"skipped built: trained with the Python API and not evaluated: pyromm evaluate {built} --config" in out
-    assert f"skipped by_hand: trained with the Python API and not evaluated: pyromm evaluate {by_hand} --config" in out
+    out = capsys.readouterr().err  # no run is evaluated: collect fails, naming every run it skipped and why
+    assert f"built: trained with the Python API and not evaluated: pyromm evaluate {built} --config" in out
+    assert f"by_hand: trained with the Python API and not evaluated: pyromm evaluate {by_hand} --config" in out
     # data of other modalities: one line naming both
     digits = tmp_path / "digits.toml"
     digits.write_text('[dataset]\nname = "digits"\nnum_views = 2\n')
