@@ -703,16 +703,8 @@ class Trainer:
         with torch.no_grad():
             for batch in data.batches(self.batch_size):
                 batch = batch_to(batch, self.device)
-                try:
-                    with autocast(self.device, self.autocast):
-                        out = objective(self.model, batch, hyper)
-                except ValueError as err:
-                    self._check_finite(window, epoch)
-                    self._raise_if_parameters_diverged(err, epoch)
-                    raise ValueError(
-                        f"step {self.step} (epoch {epoch}, stage {stage.name!r}): {str(err).splitlines()[0]} (Pyro's "
-                        "validation; after a diverging update, try a lower learning rate)"
-                    ) from err
+                with autocast(self.device, self.autocast):
+                    out = objective(self.model, batch, hyper)
                 _check_output(out)
                 totals.add(out, batch.batch_size)
         self.model.train()
