@@ -21,7 +21,6 @@ from typing import Literal, Mapping, Sequence
 
 import torch
 import pyro.distributions as dist
-from pyro.distributions import constraints
 from pyro.distributions.util import is_validation_enabled
 from torch import Tensor
 
@@ -138,14 +137,8 @@ class SubsetProductMixture(StratifiedMixture):
     ``expert_locs`` and ``expert_log_precisions`` (log 1/σ_e²) have shape ``(B, E, D)``; ``members`` ``(B, K, E)``
     (or ``(K, E)``, shared by every sample) marks the experts of component k for sample b. Component k:
     log(1/σ_k²) = logsumexp_{e∈k} log(1/σ_e²) and μ_k = Σ_{e∈k} softmax_e(log(1/σ_e²)) μ_e, i.e.
-    1/σ_k² = Σ_{e∈k} 1/σ_e² and μ_k = σ_k² Σ_{e∈k} μ_e/σ_e².
-
-    :meth:`component` (hence ``rsample`` and the 'selected' rate) builds only the product each sample picked,
-    O(B·E·D); ``locs``/``scales`` (``log_prob``, the subset-averaged KL, the moments) build all K products,
-    O(B·K·E·D), once, on first use.
+    1/σ_k² = Σ_{e∈k} 1/σ_e² and μ_k = σ_k² Σ_{e∈k} μ_e/σ_e²; all K products are built when it is.
     """
-
-    arg_constraints = {"expert_locs": constraints.real, "expert_log_precisions": constraints.real}
 
     def __init__(
         self,
@@ -157,41 +150,10 @@ class SubsetProductMixture(StratifiedMixture):
         validate_args: bool | None = None,
         blocks: Blocks = "even",
     ) -> None:
-        self.expert_locs, self.expert_log_precisions = expert_locs, expert_log_precisions
-        self.members, self.log_weights, self.stratified = members, log_weights, stratified
-        self.blocks = check_blocks(blocks)
-        dist.TorchDistribution.__init__(self, log_weights.shape[:-1], expert_locs.shape[-1:], validate_args=validate_args)
-
-    @property
-    def num_components(self) -> int:
-        return self.members.shape[-2]
-
-    @property
-    def locs(self) -> Tensor:
-        """μ_k of every component, ``(B, K, D)``."""
-        return self._products()[0]
-
-    @property
-    def scales(self) -> Tensor:
-        """σ_k of every component, ``(B, K, D)``."""
-        return self._products()[1]
-
-    def _products(self) -> tuple[Tensor, Tensor]:
-        """All K products, computed once (with grad enabled, so a first use under ``no_grad`` is not cached
-        detached) and kept as tensor attributes (which ``detach_parameters`` detaches)."""
-        if "_locs" not in vars(self):
-            with torch.enable_grad():
-                self._locs, self._scales = _member_product(
-                    self.expert_locs.unsqueeze(-3), self.expert_log_precisions.unsqueeze(-3), self.members
-                )
-        return self._locs, self._scales
-
-    def component(self, index: Tensor) -> tuple[Tensor, Tensor]:
-        """(μ_k, σ_k) of the product ``index`` picks per sample, from that subset's experts only."""
-        k, e = self.members.shape[-2:]
-        gather = index[..., None, None].expand(*index.shape, 1, e)
-        chosen = torch.gather(self.members.expand(*index.shape, k, e), -2, gather).squeeze(-2)
-        return _member_product(self.expert_locs, self.expert_log_precisions, chosen)
+        self.expert_locs, self.expert_log_precisions, self.members = expert_locs, expert_log_precisions, members
+        locs, scales = _member_product(expert_locs.unsqueeze(-3), expert_log_precisions.unsqueeze(-3), members)
+        shape = (*log_weights.shape, locs.shape[-1])
+        super().__init__(locs.expand(shape), scales.expand(shape), log_weights, stratified, validate_args, blocks)
 
 
 def subsets(names: Sequence[str]) -> list[tuple[str, ...]]:

@@ -19,7 +19,6 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution, kl_divergence
 
-from pyromm.distributions import DiagNormalMixture
 
 RATE_MODES = ("analytic", "jensen", "selected", "mc")
 
@@ -148,20 +147,6 @@ def _jensen_posterior_mixture(q: torch.distributions.MixtureSameFamily, p: Distr
     r"""Σ_k π_k KL(q_k ‖ p) for a mixture posterior of Normal or Laplace components."""
     _check_one_family(p, q.component_distribution)
     return _weighted(q.mixture_distribution.probs, kl_divergence(q.component_distribution, _with_component_dim(p)))
-
-
-@register_jensen(dist.Independent, DiagNormalMixture)
-def _jensen_prior_diag_mixture(q: Distribution, p: DiagNormalMixture) -> Tensor:
-    r"""Σ_k w_k KL(q ‖ N(μ_k, σ_k²))."""
-    _check_one_family(q, dist.Normal(p.locs, p.scales))
-    return p.kl_upper_bound(q)
-
-
-@register_jensen(DiagNormalMixture, dist.Independent)
-def _jensen_posterior_diag_mixture(q: DiagNormalMixture, p: Distribution) -> Tensor:
-    r"""Σ_k w_k KL(N(μ_k, σ_k²) ‖ p)."""
-    _check_one_family(p, dist.Normal(q.locs, q.scales))
-    return q.component_kl_bound(p)
 
 
 @register_jensen(dist.Independent, dist.MaskedMixture)
