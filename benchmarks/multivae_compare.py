@@ -318,7 +318,7 @@ def build_mmvae_plus(args) -> Pair:
     pairs += [(pm.private_prior_logits[n], mv.logvars_priors[n]) for n in pm.modality_names]
     return Pair(
         "mmvae_plus", cfg, pm, obj, hyper, mv, {"epoch": 1}, mv_scale=lambda b: 1.0 / b, param_pairs=pairs,
-        notes=f"K={cfg.num_importance_samples}, DReG looser ({cfg.setting("dreg_detach")} detach), D_z={cfg.latent_dim}, "
+        notes=f"K={cfg.num_importance_samples}, DReG looser ({cfg.setting('dreg_detach')} detach), D_z={cfg.latent_dim}, "
         f"D_w={private}, learnt private priors, fixed p(u)",
     )
 

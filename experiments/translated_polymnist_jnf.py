@@ -26,7 +26,6 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from pyromm.config import RunConfig

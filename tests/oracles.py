@@ -11,7 +11,6 @@ from itertools import combinations
 from typing import Mapping, Sequence
 
 import pyro.distributions as dist
-import pyro.infer
 import torch
 from torch import Tensor
 
@@ -22,6 +21,7 @@ from pyromm.infer.objective import ObjectiveOutput
 from pyromm.infer.projectors import cca_loss, info_nce_loss, projections
 from pyromm.models.mvae import subset_presence
 from pyromm.infer.rates import analytic_kl, check_rate_mode, rate as _rate
+from pyromm.models import JNF, MMVAE, JointEncoderVAE, MMVAEPlus
 from pyromm.models.mmvae import observed_matrix
 from pyromm.models.mmvae_plus import unit_laplace
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator
 
-import torch
 from pyro import poutine
 from pyro.distributions import Unit
 from pyro.distributions.util import scale_and_mask
