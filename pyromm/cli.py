@@ -305,15 +305,38 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
-def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    """The sweep's rows as a fixed-width table: model, β, latent accuracy, coherence, reconstruction NLL."""
-    lines = [f"{'model':<12}{'beta':>7}{'latent acc':>12}{'coherence':>11}{'rec NLL':>10}"]
+CLASSIFIER_ACCURACY_THRESHOLD = 0.9
+
+
+def format_table(rows: Sequence[dict[str, Any]], threshold: float = CLASSIFIER_ACCURACY_THRESHOLD) -> str:
+    """The sweep's rows as a fixed-width table: model, β, latent accuracy, coherence with the lowest test accuracy of
+    the classifiers that judged it, reconstruction NLL; a row whose classifiers fall below ``threshold`` is marked
+    with ``!`` and a note says which, since their coherence numbers are not to be trusted."""
+    lines = [f"{'model':<12}{'beta':>7}{'latent acc':>12}{'coherence':>11}{'(clf acc)':>11}{'rec NLL':>10}"]
+    weak: dict[str, float] = {}
     for r in rows:
+        accuracies = {k.split("/", 1)[1]: v for k, v in r.items() if k.startswith("classifier_acc/") and v is not None}
+        low = min(accuracies.values()) if accuracies else None
+        mark = " "
+        if low is not None and low < threshold:
+            mark = "!"
+            weak.update({m: a for m, a in accuracies.items() if a < threshold})
         lines.append(
             f"{r['model']:<12}{r['beta']:>7g}{_num(r['latent_acc'], 12, '.3f')}"
-            f"{_num(r['coherence'], 11, '.3f')}{_num(r['rec_error'], 10, '.1f')}"
+            f"{_num(r['coherence'], 11, '.3f')}{_num(low, 10, '.3f')}{mark}{_num(r['rec_error'], 10, '.1f')}"
         )
+    if weak:
+        lines.append(weak_classifier_note(weak, threshold))
     return "\n".join(lines)
+
+
+def weak_classifier_note(weak: dict[str, float], threshold: float = CLASSIFIER_ACCURACY_THRESHOLD) -> str:
+    """The warning for coherence judged by classifiers of test accuracy below ``threshold`` (modality → accuracy)."""
+    listed = ", ".join(f"{m} {a:.3f}" for m, a in sorted(weak.items()))
+    return (
+        f"! coherence judged by classifiers below {threshold:.2f} test accuracy ({listed}): those coherence "
+        "numbers are unreliable; train the classifiers longer (classifier_epochs)"
+    )
 
 
 def _num(value: Any, width: int, spec: str) -> str:
@@ -471,8 +494,12 @@ def format_summary(results: dict[str, Any]) -> str:
         f"{per(results.get('reconstruction', {}).get('joint', {}).get('nll'), '.2f')}",
         f"reconstruction MSE   {_num(results.get('rec_mse'), 8, '.4f')}",
     ]
-    if results.get("classifier_accuracy"):
-        lines.append(f"classifier accuracy  {'':>8}   {per(results['classifier_accuracy'])}")
+    accuracies = results.get("classifier_accuracy") or {}
+    if accuracies:
+        lines.append(f"classifier accuracy  {'':>8}   {per(accuracies)}")
+        weak = {m: a for m, a in accuracies.items() if a < CLASSIFIER_ACCURACY_THRESHOLD}
+        if weak:
+            lines.append(weak_classifier_note(weak))
     return "\n".join(lines)
 
 

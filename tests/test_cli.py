@@ -219,3 +219,22 @@ def test_data_list_reports_corrupt_and_missing(tmp_path: Path, capsys) -> None:
 def test_data_prepare_digits(capsys) -> None:
     assert main(["data", "prepare", "digits"]) == 0
     assert "train" in capsys.readouterr().out
+
+
+def test_tables_show_the_classifier_accuracy_and_flag_weak_classifiers():
+    from pyromm.cli import format_summary, format_table
+
+    rows = [
+        {"model": "mmvm", "beta": 1.0, "latent_acc": 0.8, "coherence": 0.5, "rec_error": 100.0,
+         "classifier_acc/m0": 0.95, "classifier_acc/m1": 0.85},
+        {"model": "independent", "beta": 1.0, "latent_acc": 0.7, "coherence": 0.1, "rec_error": 90.0,
+         "classifier_acc/m0": 0.95, "classifier_acc/m1": 0.93},
+    ]
+    lines = format_table(rows).splitlines()
+    assert "(clf acc)" in lines[0]
+    assert lines[1].split()[-2] == "0.850!" and lines[2].split()[-2] == "0.930"
+    assert lines[3].startswith("! coherence judged by classifiers below 0.90 test accuracy (m1 0.850)")
+    assert len(format_table(rows[1:]).splitlines()) == 2  # no weak classifier: no note
+    summary = format_summary({"latent_acc_mean": 0.8, "coherence_cross_mean": 0.5, "rec_nll": 1.0, "rec_mse": 0.1,
+                              "classifier_accuracy": {"m0": 0.95, "m1": 0.7}})
+    assert summary.splitlines()[-1].startswith("! coherence judged by classifiers below 0.90 test accuracy (m1 0.700)")
