@@ -16,7 +16,7 @@ from torch import Tensor
 
 from pyromm.data.batch import MultimodalBatch
 from pyromm.handlers import SharedComputations
-from pyromm.infer.iwae import detach_parameters, dreg_surrogate, iwae_bound
+from pyromm.infer.iwae import detach_parameters, importance_weights, iwae_bound
 from pyromm.infer.objective import ObjectiveOutput
 from pyromm.infer.projectors import cca_loss, info_nce_loss, projections
 from pyromm.models.mvae import subset_presence
@@ -29,6 +29,20 @@ from pyromm.models.mmvae_plus import unit_laplace
 def rate(q, p, z, mode):
     """R(q, p) by ``mode`` at the draw ``z`` (the hand-written objectives' argument order)."""
     return _rate(q, p, mode, z)
+
+
+def dreg_surrogate(lw: Tensor, z: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Σ_k w̃_k lw_k over dim 0, registering a hook that multiplies the gradient reaching ``z`` by w̃.
+
+    ``z`` of shape ``(K, *batch, D)`` must be the tensor ``lw`` was computed from, with log q evaluated at
+    detached posterior parameters; every gradient reaching ``z`` is rescaled, so use it in this term only.
+    """
+    weights = importance_weights(lw, mask)
+    if z.requires_grad:
+        z.register_hook(lambda grad: grad * weights.unsqueeze(-1))
+    if mask is not None:
+        lw = lw.masked_fill(~mask.expand_as(lw), 0.0)
+    return (weights * lw).sum(0)
 
 
 MMVAE_ESTIMATORS = ("dreg", "iwae")

@@ -9,7 +9,7 @@ from torch import nn
 from pyromm.aggregation import mixture_of_experts
 from pyromm.data import LinearGaussianMultimodal, MultimodalBatch
 from pyromm.infer import DReG, ELBOObjective, IWAE, RateELBO, detach_parameters, iwae_bound
-from pyromm.infer.iwae import dreg_surrogate
+from oracles import dreg_surrogate
 from pyromm.likelihoods import Laplace, Normal
 from pyromm.models import Modality, SharedLatentVAE
 

@@ -45,10 +45,6 @@ class DiagNormalMixture(dist.MixtureSameFamily):
     def weights(self) -> Tensor:
         return self.log_weights.exp()
 
-    def component_log_prob(self, value: Tensor) -> Tensor:
-        """log N(z; μ_k, σ_k²) for every component, shape ``(*sample, *batch, K)``."""
-        return self.component_distribution.log_prob(value.unsqueeze(-2))
-
     def expand(self, batch_shape, _instance=None) -> "DiagNormalMixture":
         batch_shape = torch.Size(batch_shape)
         k, d = self.locs.shape[-2:]

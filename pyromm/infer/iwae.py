@@ -59,20 +59,6 @@ def importance_weights(lw: Tensor, mask: Tensor | None = None) -> Tensor:
         return torch.softmax(lw, 0)
 
 
-def dreg_surrogate(lw: Tensor, z: Tensor, mask: Tensor | None = None) -> Tensor:
-    """Σ_k w̃_k lw_k over dim 0, registering a hook that multiplies the gradient reaching ``z`` by w̃.
-
-    ``z`` of shape ``(K, *batch, D)`` must be the tensor ``lw`` was computed from, with log q evaluated at
-    detached posterior parameters; every gradient reaching ``z`` is rescaled, so use it in this term only.
-    """
-    weights = importance_weights(lw, mask)
-    if z.requires_grad:
-        z.register_hook(lambda grad: grad * weights.unsqueeze(-1))
-    if mask is not None:
-        lw = lw.masked_fill(~mask.expand_as(lw), 0.0)
-    return (weights * lw).sum(0)
-
-
 def detach_parameters(d: Distribution) -> Distribution:
     """A shallow copy of ``d`` whose tensors, and those of the distributions it wraps, are detached."""
     out = copy.copy(d)

@@ -62,10 +62,11 @@ class ELBOObjective:
         if self.jit:
             model_fn, guide_fn, args, kwargs = tensor_arguments(model_fn, guide_fn, batch, hyper)
         n = batch.batch_size
+        if hasattr(self.elbo, "loss_and_terms"):  # pyromm's ELBOs open SharedComputations themselves
+            loss, terms = self.elbo.loss_and_terms(model_fn, guide_fn, *args, **kwargs)
+            return ObjectiveOutput(loss / n, {k: v / n for k, v in terms.items()})
         with SharedComputations():
-            if hasattr(self.elbo, "loss_and_terms"):
-                loss, terms = self.elbo.loss_and_terms(model_fn, guide_fn, *args, **kwargs)
-            elif self.gradients_done:
+            if self.gradients_done:
                 if torch.is_grad_enabled():
                     value = self.elbo.loss_and_grads(model_fn, guide_fn, *args, **kwargs)
                     scale_gradients(model, 1.0 / n)
@@ -85,7 +86,7 @@ class ELBOObjective:
 def scale_gradients(model: nn.Module, factor: float) -> None:
     """Multiply the gradients of the model's parameters and of Pyro's param store by ``factor``, once each."""
     seen: set[int] = set()
-    for p in [*model.parameters(), *pyro.get_param_store()._params.values()]:
+    for p in [*model.parameters(), *(value for _, value in pyro.get_param_store().named_parameters())]:
         if id(p) not in seen and p.grad is not None:
             seen.add(id(p))
             p.grad.mul_(factor)

@@ -131,14 +131,3 @@ def data_dim(site: dict) -> int | None:
         if frame.name == DATA_PLATE:
             return frame.dim
     return None
-
-
-def first_data_size(*traces: Trace) -> int | None:
-    """The size of the ``data`` plate in the first trace that has it."""
-    for trace in traces:
-        for site in trace.nodes.values():
-            if site["type"] == "sample":
-                for frame in site["cond_indep_stack"]:
-                    if frame.name == DATA_PLATE:
-                        return int(frame.size)
-    return None
