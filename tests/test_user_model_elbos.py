@@ -281,3 +281,17 @@ def test_a_mixture_prior_of_two_families_is_refused_for_the_jensen_rate():
 
     with pytest.raises(RateModeError, match="components of one family"):
         loss_and_grads(RateELBO("jensen"), 0, model_fn=mixed_model)
+
+
+def test_the_trainer_passes_pyromms_named_errors_through_unchanged():
+    class Mixed(_Programs):
+        def model(self, batch, hyper=None):
+            mixture_model(MultimodalBatch({"x": batch.data["x"].double()}), hyper)
+
+        def guide(self, batch, hyper=None):
+            guide(MultimodalBatch({"x": batch.data["x"].double()}), hyper)
+
+    train = MultimodalDataset({"x": data(16).float()})
+    trainer = Trainer(Mixed(torch.nn.Linear(1, 1)), RateELBO("analytic"), batch_size=16, epochs=1, progress=False)
+    with pytest.raises(RateModeError, match=r"^site 'z': no closed-form KL .* use rate='jensen' \(an upper bound\) or 'mc'$"):
+        trainer.fit(train)

@@ -61,7 +61,9 @@ from pyromm.data.dataset import MultimodalDataset
 from pyromm.files import remove_orphans
 from pyromm.identity import RunIdentity, check_checkpoint_config, check_run_directory, write_identity
 from pyromm.infer.objective import ELBOObjective, Objective, ObjectiveOutput
+from pyromm.infer.rates import RateModeError
 from pyromm.infer.stages import Stage
+from pyromm.infer.traces import SiteError
 from pyromm.lock import RunLock
 from pyromm.train.checkpoint import (
     CheckpointDir,
@@ -633,7 +635,11 @@ class Trainer:
                 try:
                     with autocast(self.device, self.autocast):
                         out = objective(self.model, batch, hyper)
+                except (SiteError, RateModeError):
+                    raise  # pyromm's named errors about the programs, as they are
                 except ValueError as err:
+                    if self.step == 0:
+                        raise
                     self._check_finite(window, epoch)
                     self._raise_if_parameters_diverged(err, epoch)
                     raise ValueError(
