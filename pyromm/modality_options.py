@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, fields
-from typing import Any, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Mapping, Protocol
 
 from torch import nn
 
 from pyromm import likelihoods
-from pyromm.config import LIKELIHOODS, NETWORKS, ConfigError, RunConfig
 from pyromm.nn import (
     MLPDecoder,
     MLPEncoder,
@@ -19,6 +18,13 @@ from pyromm.nn import (
     PolyMNISTResNetEncoder,
 )
 from pyromm.nn.spike import spike_decoder, spike_encoder
+from pyromm.options import ConfigError
+
+if TYPE_CHECKING:
+    from pyromm.config import RunConfig
+
+NETWORKS = ("mlp", "conv", "resnet", "spike_mlp")
+LIKELIHOODS = ("laplace", "normal", "bernoulli")
 
 MODALITY_LIKELIHOODS = LIKELIHOODS + ("categorical",)
 IMAGE_NETWORKS = {
