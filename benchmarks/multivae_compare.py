@@ -282,10 +282,10 @@ def build_mopoe(args) -> Pair:
 def build_mvtcae(args) -> Pair:
     cfg, pm, obj, hyper = pyromm_side("mvtcae", args)
     enc, dec, common, pairs = multivae_common(cfg, pm)
-    mv_cfg = MVTCAEConfig(**common, alpha=cfg.alpha_value, beta=cfg.beta)
+    mv_cfg = MVTCAEConfig(**common, alpha=cfg.alpha, beta=cfg.beta)
     return Pair(
         "mvtcae", cfg, pm, obj, hyper, MVTCAE(mv_cfg, enc, dec), {"epoch": 1}, param_pairs=pairs,
-        notes=f"alpha={cfg.alpha_value}, beta={cfg.beta} (MultiVae's default beta 2.5 set to pyromm's)",
+        notes=f"alpha={cfg.alpha}, beta={cfg.beta} (MultiVae's default beta 2.5 set to pyromm's)",
     )
 
 
@@ -294,7 +294,7 @@ def build_jmvae(args) -> Pair:
     enc, dec, common, pairs = multivae_common(cfg, pm)
     joint = MultiVaeJointEncoder(copy.deepcopy(pm.joint_encoder), cfg.latent_dim)
     pairs += list(zip(pm.joint_encoder.parameters(), joint.net.parameters()))
-    mv_cfg = JMVAEConfig(**common, alpha=cfg.alpha_value, warmup=cfg.kl_warmup_epochs, beta=cfg.beta)
+    mv_cfg = JMVAEConfig(**common, alpha=cfg.alpha, warmup=cfg.kl_warmup_epochs, beta=cfg.beta)
     return Pair(
         "jmvae", cfg, pm, obj, hyper, JMVAE(mv_cfg, enc, dec, joint_encoder=joint), {"epoch": 1}, param_pairs=pairs,
         notes="pyromm's joint encoder given to MultiVae (its default MultipleHeadJointEncoder differs, see README)",

@@ -55,7 +55,8 @@ import torch
 
 import handwritten as hw  # benchmarks/handwritten.py and common.py, next to this script
 from common import add_run_options, clock, flush_denormals, machine, timed
-from pyromm.config import NETWORKS, RunConfig
+from pyromm.config import RunConfig
+from pyromm.modality_options import NETWORKS
 from pyromm.data import MultimodalBatch
 from pyromm.infer import ELBOObjective
 from pyromm.run import build_model, build_objective, build_stages

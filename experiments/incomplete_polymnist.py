@@ -26,7 +26,7 @@ QUICK = dict(network="mlp", hidden=[512, 512], latent_dim=32, likelihood="normal
 PAPER = dict(network="resnet", latent_dim=512, epochs=300, batch_size=256, lr=1e-3, classifier_epochs=10,
              checkpoint_every=5, num_views=5)
 MODELS = {"mvae": dict(num_random_subsets=3), "mmvae": dict(num_importance_samples=10), "mopoe_reference": {},
-          "mvtcae": dict(alpha=5 / 6, beta=2.5), "mmvm": {}, "jmvae": dict(kl_warmup_epochs=2)}
+          "mvtcae": dict(alpha=5 / 6, beta=2.5), "mmvm": dict(alpha=0.0), "jmvae": dict(kl_warmup_epochs=2)}
 COMPLETE_ONLY = {"jmvae"}
 PAPER_REFERENCES = {m: "mmvm-code" if m == "mmvm" else "multivae" for m in MODELS}
 

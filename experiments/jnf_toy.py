@@ -44,7 +44,9 @@ from pyromm.evaluation.classifiers import evaluating
 from pyromm.infer import ELBOObjective, RateELBO
 from pyromm.infer.stages import flow_stage_parameters
 from pyromm.models.jnf import JNF
-from pyromm.run import build_modalities, default_jnf_sampler, train
+from pyromm.methods.common import build_modalities
+from pyromm.methods.jnf import default_jnf_sampler, jnf_stage_epochs
+from pyromm.run import train
 from pyromm.sweep import describe_references, experiment_config, experiment_parser, paper_references
 from pyromm.train import Stage, Trainer
 
@@ -90,7 +92,7 @@ def gaussian_twin(model: JNF, cfg: RunConfig) -> JNF:
 def fit_gaussian_twin(model: JNF, cfg: RunConfig, train_set: MultimodalDataset, progress: bool) -> JNF:
     """The Gaussian twin fitted by JNF's stage-2 objective for as many epochs as ``model``'s flows."""
     twin = gaussian_twin(model, cfg)
-    flows = cfg.jnf_stage_epochs[2]
+    flows = jnf_stage_epochs(cfg)[2]
     objective = ELBOObjective(RateELBO("analytic"), twin.flow_fit_model, twin.flow_fit_guide)
     stage = Stage("gaussian-posteriors", flows, objective, flow_stage_parameters)
     Trainer(twin, objective, lr=cfg.lr, batch_size=cfg.batch_size, stages=[stage], device=cfg.device,

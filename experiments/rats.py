@@ -96,7 +96,8 @@ def main(argv=None) -> None:
         print(f"skipping the rats experiment: {len(missing)} data files are missing, the first {missing[0]}. Get "
               "them from Dryad (doi:10.7280/D14X30); see `pyromm data prepare rats`.", file=sys.stderr)
         return
-    rows = beta_sweep(base, models, betas, args.out, progress=not args.no_progress)
+    # The MMVM code's rats runs keep α = 0 (no annealing; pyromm's default anneals it from 1 to 0).
+    rows = beta_sweep(base, models, betas, args.out, progress=not args.no_progress, overrides={"mmvm": dict(alpha=0.0)})
     figure = plot_latents_per_rat(rows, Path(args.out))
     print(f"{'model':<12}{'beta':>9}{'latent acc':>12}{'coherence':>11}{'rec error':>12}")
     for r in rows:

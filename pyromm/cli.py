@@ -20,11 +20,16 @@ import errno
 import json
 import os
 import sys
+import textwrap
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
-from pyromm.config import ConfigError, RunConfig
+from pyromm.config import ConfigError, RunConfig, general_options
+from pyromm.datasets import DATASETS
+from pyromm.methods import METHODS
+from pyromm.options import OptionInfo, describe
+from pyromm.plugins import load_plugins
 from pyromm.files import DiskFullError
 from pyromm.identity import RunIdentityError, check_run_directory
 from pyromm.lock import RunLock, RunLockedError
@@ -37,7 +42,7 @@ QUICKSTART_BETAS = (0.25, 1.0, 4.0)
 # training and evaluation included, finish in about 2 minutes; MMVM's latent accuracy and coherence
 # are clearly above the independent VAEs' at every beta.
 QUICKSTART_EPOCHS = 60
-QUICKSTART_SETTINGS = dict(dataset="digits", num_views=3, classifier_epochs=20)
+QUICKSTART_SETTINGS = dict(dataset="digits", num_views=3)
 DATA_NAMES = ("mnist", "polymnist", "translated_polymnist", "digits", "fsdd", "mnist_fsdd")
 PUBLISHED_NAMES = ("rats", "mnist_svhn", "celeba", "cub", "mhd")  # handled by pyromm.data.published
 EXIT_ERROR, EXIT_USAGE = 1, 2
@@ -93,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train one run. The config is RunConfig's defaults, updated by --config FILE, then "
         "by each --set KEY=VALUE (VALUE is parsed as JSON when it can be, else taken as a string: "
         "--set beta=0.5 --set hidden=[64,64] --set model=independent).",
+        epilog=config_keys_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     t.add_argument("--config", metavar="FILE", help="FILE.toml (a [dataset] table may name your own data, "
                    "[modalities.NAME] tables their likelihood, network and weight) or FILE.json of RunConfig fields")
@@ -131,6 +138,17 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("results_dir", metavar="RESULTS_DIR")
     c.set_defaults(func=cmd_collect)
 
+    for kind, registry in (("methods", METHODS), ("datasets", DATASETS)):
+        listing = commands.add_parser(
+            kind,
+            help=f"list the {kind} a config can name, with their options (type, default, doc)",
+            description=f"List the {kind} a config can name, each with its one-line doc and its own options.",
+        )
+        listing.add_argument("names", nargs="*", metavar="NAME", help=f"only these {kind}")
+        listing.add_argument("--plugins", nargs="+", default=[], metavar="FILE_OR_MODULE",
+                             help="import these first (your own methods and datasets)")
+        listing.set_defaults(func=cmd_list_registry, registry=registry)
+
     d = commands.add_parser("data", help="prepare or list datasets", description="Prepare or list datasets.")
     data_commands = d.add_subparsers(dest="data_command", metavar="ACTION", parser_class=_Parser)
     data_commands.required = True
@@ -159,6 +177,34 @@ def build_parser() -> argparse.ArgumentParser:
     _add_root_args(ls)
     ls.set_defaults(func=cmd_data_list)
     return parser
+
+
+def config_keys_help() -> str:
+    """Every config key: the general fields, then each method's and each dataset's own options."""
+    lines = ["config keys (general):"] + [_option_line(o) for o in general_options()]
+    for kind, registry in (("method", METHODS), ("dataset", DATASETS)):
+        for entry in registry:
+            options = describe(entry.Options)
+            if options:
+                lines += ["", f"options of {kind} {entry.name!r}:"] + [_option_line(o) for o in options]
+    lines += ["", "'pyromm methods' and 'pyromm datasets' describe each method and dataset."]
+    return "\n".join(lines)
+
+
+def _option_line(info: OptionInfo) -> str:
+    return "\n".join(textwrap.wrap(info.line(), width=110, initial_indent="  ", subsequent_indent="      "))
+
+
+def cmd_list_registry(args: argparse.Namespace) -> int:
+    load_plugins(args.plugins)
+    entries = [args.registry[name] for name in args.names] if args.names else list(args.registry)
+    for entry in entries:
+        print(f"{entry.name}: {entry.doc}")
+        for info in describe(entry.Options):
+            print(_option_line(info))
+        if not describe(entry.Options):
+            print("  (no options of its own)")
+    return 0
 
 
 def _add_root_args(parser: argparse.ArgumentParser) -> None:

@@ -1,125 +1,150 @@
-"""Run configuration: one validated, JSON-serialisable record of everything a run depends on."""
+"""Run configuration: one validated, JSON-serialisable record of everything a run depends on.
+
+A config holds the general fields declared here, the options of its method (``model``) and those of its dataset,
+each declared by the method's or dataset's own ``Options`` dataclass; all are read as attributes (``cfg.beta``,
+``cfg.alpha``, ``cfg.num_views``) and written flat by :meth:`RunConfig.to_dict`. A key that neither the general
+fields nor the chosen method or dataset declare is refused, with the closest known key.
+"""
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import re
-from dataclasses import dataclass, field, fields
+import typing
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
 from pyromm import reference as references
+from pyromm.datasets import DATASETS
+from pyromm.identity import RESUMABLE_FIELDS
+from pyromm.methods import METHODS
+from pyromm.modality_options import LIKELIHOODS, NETWORKS
+from pyromm.options import ConfigError, OptionInfo, check_options, check_value, describe, did_you_mean, option
+from pyromm.plugins import load_installed_plugins, load_plugins, plugin_path
 
-DATASETS = ("digits", "polymnist", "translated_polymnist", "rats", "mnist_fsdd", "shapes", "files")
-MODELS = ("independent", "mmvm", "avg", "poe", "moe", "mopoe", "mopoe_reference", "mvae", "mvtcae", "jmvae", "telbo", "mmvae", "mmvae_plus", "jnf", "jnf_shared")
-DEFAULT_ALPHA = {"mmvm": 0.0, "mvtcae": 0.1, "jmvae": 0.1}
-DEFAULT_RATE = {"mmvm": "jensen", "moe": "selected", "mopoe": "selected", "mopoe_reference": "jensen"}
-NETWORKS = ("mlp", "conv", "resnet", "spike_mlp")
-LIKELIHOODS = ("laplace", "normal", "bernoulli")
-OBJECTIVES = ("fast", "pyro")
+__all__ = ["ConfigError", "RunConfig", "RESUMABLE_FIELDS", "general_options"]
+
 DEVICE_PATTERN = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
 SEED_RANGE = (0, 2**32 - 1)  # what numpy's legacy seeding accepts
-PROJECTOR_OBJECTIVES = ("dcca", "infonce")
-# Fields a resumed run may change: where and how long it trains and how it is evaluated, not what its
-# checkpoints mean.
-RESUMABLE_FIELDS = frozenset(
-    {"epochs", "device", "checkpoint_every", "classifier_epochs", "classifier_train_limit", "eval_num_train",
-     "latent_sampler", "data_root", "cache_root"}
-)
+load_installed_plugins()
 
 
-class ConfigError(ValueError):
-    """A configuration field has a wrong name, type or value."""
-
-
-@dataclass
+@dataclass(init=False, eq=False)
 class RunConfig:
-    """A training run: data, model, objective, optimisation and evaluation settings."""
+    """A training run: data, method, optimisation and evaluation settings, and the method's and dataset's options.
 
-    dataset: str = "digits"
-    num_views: int = 3
-    data_root: str | None = None
-    data_path: str | None = None  # dataset 'files': an .npz file or a directory of .npy/.pt files (pyromm.data.own)
-    test_fraction: float = 0.2  # dataset 'files': the share of samples held out as the test split
-    modalities: dict | None = None  # per modality: likelihood, network, hidden, weight (pyromm.modality_options)
-    cache_root: str | None = None
-    train_limit: int | None = None
-    test_limit: int | None = None
-    keep_probability: float = 1.0
-    train_complete_only: bool = False
-    sound_missing_max: float = 0.0
-    model: str = "mmvm"
-    rate: str | None = None
-    alpha: float | None = None
-    alpha_schedule: dict | None = None
-    num_random_subsets: int = 0
-    kl_warmup_epochs: int = 0
-    num_importance_samples: int = 10
-    estimator: str = "dreg"
-    private_dim: int | None = None
-    dreg_detach: str | None = None
-    second_stage_epochs: int | None = None
-    projector_epochs: int | None = None
-    projector_objective: str = "dcca"
-    projection_dim: int = 20
-    temperature: float = 0.1
-    flow_blocks: int = 2
-    flow_hidden: int = 128
-    flow_context: bool = False
-    val_fraction: float = 0.0
-    restore_best: bool = False
-    early_stopping_patience: int | None = None
-    beta: float = 1.0
-    latent_dim: int = 16
-    network: str = "mlp"
-    hidden: list[int] = field(default_factory=lambda: [256, 256])
-    likelihood: str = "laplace"
-    likelihood_scale: float = 0.75
-    modality_likelihoods: dict | None = None
-    objective: str = "fast"
-    epochs: int = 20
-    batch_size: int = 128
-    lr: float = 1e-3
-    seed: int = 0
-    device: str = "cpu"
-    checkpoint_every: int = 1
-    on_nonfinite: str = "raise"
-    compile: bool = False
-    autocast: str | None = None
-    flush_denormals: bool = True
-    pyro_validation: bool = True
-    tensorboard: bool = False
-    log_every_steps: int = 0
-    classifier_epochs: int = 5
-    classifier_train_limit: int | None = None
-    eval_num_train: int = 10000
-    latent_sampler: str | None = None
-    reference: str | None = None
-    beta_squared: bool | None = None
-    mixture_blocks: str | None = None
-    posterior_scale_floor: float | None = None
-    latent_max_iter: int | None = None
-    amsgrad: bool | None = None
-    jnf_subset_sampler: str | None = None
-    test_drop_last: bool | None = None
+    ``RunConfig(model="mmvm", beta=2.0, alpha=0.5)``; ``replace(model=...)`` starts the new method from its
+    defaults (and ``replace(dataset=...)`` the new dataset).
+    """
 
-    def __post_init__(self) -> None:
+    model: str = option("mmvm", "the method: see 'pyromm methods' for each one and its options")
+    dataset: str = option("digits", "the dataset: see 'pyromm datasets' for each one and its options")
+    plugins: list[str] = option(doc="Python files or modules to import first, which register your own methods and "
+                                "datasets", default_factory=list)
+    data_root: str | None = option(None, "where datasets are read from (default: $PYROMM_DATA, else ~/.cache/pyromm)")
+    cache_root: str | None = option(None, "where generated data and classifiers are cached (default: $PYROMM_CACHE, "
+                                    "else ~/.cache/pyromm)")
+    modalities: dict | None = option(None, "per modality: likelihood, network, hidden, weight, num_classes "
+                                     "(a [modalities.NAME] table in TOML)")
+    train_limit: int | None = option(None, "use only the first N training samples")
+    test_limit: int | None = option(None, "use only the first N test samples")
+    keep_probability: float = option(1.0, "η: keep each non-first training modality per sample with this probability "
+                                     "(incomplete data)")
+    train_complete_only: bool = option(False, "train on the complete samples only (after keep_probability)")
+    beta: float = option(1.0, "β, the weight of the rate (KL) term")
+    kl_warmup_epochs: int = option(0, "ramp β linearly from 0 over this many epochs (JMVAE: its per-epoch warm-up)")
+    latent_dim: int = option(16, "latent units (per modality for mmvm/independent)")
+    network: str = option("mlp", "encoder/decoder family of every modality without its own", choices=NETWORKS)
+    hidden: list[int] = option(doc="hidden layer sizes of the MLP networks", default_factory=lambda: [256, 256])
+    likelihood: str = option("laplace", "p(x | z) of every modality without its own", choices=LIKELIHOODS)
+    likelihood_scale: float = option(0.75, "the fixed scale of the Laplace and Normal likelihoods")
+    modality_likelihoods: dict | None = option(None, "per modality name: its likelihood (laplace, normal, bernoulli)")
+    objective: str = option("fast", "'fast': the method's own ELBO; 'pyro': pyro.infer.Trace_ELBO",
+                            choices=("fast", "pyro"))
+    epochs: int = option(20, "training epochs")
+    batch_size: int = option(128, "samples per step")
+    lr: float = option(1e-3, "Adam's learning rate")
+    seed: int = option(0, "random seed of the networks, the batches and the evaluation")
+    device: str = option("cpu", "cpu, cuda, cuda:N or mps")
+    checkpoint_every: int = option(1, "write a checkpoint every N epochs (and at the end)")
+    on_nonfinite: str = option("raise", "a NaN/inf loss: stop with an error, or skip the step",
+                               choices=("raise", "skip"))
+    compile: bool = option(False, "torch.compile the networks")
+    autocast: str | None = option(None, "mixed precision on CUDA", choices=("bf16",))
+    flush_denormals: bool = option(True, "flush denormal floats to zero on CPU (faster, no effect on results)")
+    pyro_validation: bool = option(True, "Pyro's checks of every distribution's parameters and support")
+    tensorboard: bool = option(False, "write TensorBoard scalars and generation grids to RUN_DIR/tensorboard")
+    log_every_steps: int = option(0, "append the loss terms to steps.jsonl every N steps (0: never)")
+    val_fraction: float = option(0.0, "hold out this share of the training split for a per-epoch validation loss")
+    restore_best: bool = option(False, "end with the weights of the epoch of lowest validation loss")
+    early_stopping_patience: int | None = option(None, "stop after N epochs without a lower validation loss")
+    classifier_epochs: int = option(20, "epochs of the coherence classifiers (their test accuracy is reported)")
+    classifier_train_limit: int | None = option(None, "train the coherence classifiers on the first N samples")
+    eval_num_train: int = option(10000, "training samples of the latent linear probe")
+    latent_sampler: str | None = option(None, "how models without a prior sample latents for joint coherence "
+                                        "(default per model)", choices=("gmm", "maf"))
+    reference: str | None = option(None, "turn on one reference code's behaviour for every difference "
+                                   "(docs/reference_differences.md)", choices=tuple(references.REFERENCES))
+    beta_squared: bool | None = option(None, "independent VAEs: weight the rate by β² (the MMVM code)")
+    mixture_blocks: str | None = option(None, "moe/mopoe stratified blocks: 'even' or 'remainder_last' (MMVM code)",
+                                        choices=("even", "remainder_last"))
+    posterior_scale_floor: float | None = option(None, "σ floor of the Gaussian posteriors (default 1e-6)")
+    latent_max_iter: int | None = option(None, "iterations of the latent probe's logistic regression (default 1000)")
+    amsgrad: bool | None = option(None, "Adam with amsgrad (the MMVAE and MMVAE+ code)")
+    jnf_subset_sampler: str | None = option(None, "JNF subset posteriors: 'adaptive' HMC or MultiVae's 'reference' "
+                                            "sampler", choices=("adaptive", "reference"))
+    test_drop_last: bool | None = option(None, "evaluate on the first ⌊N/64⌋·64 test samples (MMVM code)")
+    dreg_detach: str | None = option(None, "MMVAE+ DReG: 'proper' or the official code's 'reference' estimator",
+                                     choices=("proper", "reference"))
+
+    def __init__(self, **values: Any) -> None:
+        plugins = values.get("plugins", [])
+        check_value("plugins", plugins, list[str])
+        load_plugins(plugins)
+        values["plugins"] = [plugin_path(p) for p in plugins]
+        for key in ("model", "dataset"):
+            check_value(key, values.get(key, _GENERAL[key].default), str)
+        method = METHODS[values.get("model", _GENERAL["model"].default)]
+        data = DATASETS[values.get("dataset", _GENERAL["dataset"].default)]
+        method_keys, data_keys = _names(method.Options), _names(data.Options)
+        own: dict[str, Any] = {}
+        method_values: dict[str, Any] = {}
+        data_values: dict[str, Any] = {}
+        for key, value in values.items():
+            if key in _GENERAL:
+                own[key] = value
+            elif key in method_keys:
+                method_values[key] = value
+            elif key in data_keys:
+                data_values[key] = value
+            else:
+                raise ConfigError(_unknown_key(key, method.name, data.name))
+        for name, f in _GENERAL.items():
+            setattr(self, name, own[name] if name in own else _default(f))
+        self.method_options = method.Options(**method_values)
+        self.dataset_options = data.Options(**data_values)
         self.validate()
 
-    @property
-    def alpha_value(self) -> float:
-        """The model's α (MMVM: weight of N(0, I) in the prior; MVTCAE: its TC weight; JMVAE: the weight of
-        its unimodal KL terms), default per model."""
-        return self.alpha if self.alpha is not None else DEFAULT_ALPHA.get(self.model, 0.0)
+    def __getattr__(self, name: str) -> Any:
+        """A method or dataset option, read like a general field."""
+        if name.startswith("__") or name in ("method_options", "dataset_options"):
+            raise AttributeError(name)
+        for options in (self.method_options, self.dataset_options):
+            if name in _names(type(options)):
+                return getattr(options, name)
+        raise AttributeError(
+            f"RunConfig of model {self.model!r} and dataset {self.dataset!r} has no option {name!r}"
+        )
 
-    @property
-    def rate_mode(self) -> str:
-        """The rate estimator, unless set: each model's reference (MMVM and MoPoE's: 'jensen'; the MMVM
-        code's MoE/MoPoE baselines: 'selected'; Gaussian posteriors: 'analytic')."""
-        if self.rate is not None:
-            return self.rate
-        return DEFAULT_RATE.get(self.model, "analytic")
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RunConfig) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return f"RunConfig({', '.join(f'{k}={v!r}' for k, v in self.to_dict().items())})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (RunConfig.from_dict, (self.to_dict(),))
 
     def setting(self, option: str) -> Any:
         """The value of a reference-difference option (``pyromm.reference.DIFFERENCES``): as set, else the
@@ -133,18 +158,13 @@ class RunConfig:
         settings = {option: self.setting(option) for option in references.OPTIONS}
         return {k: v for k, v in settings.items() if v != references.OPTIONS[k].default}
 
-    @property
-    def jnf_stage_epochs(self) -> tuple[int, int, int]:
-        """JNF's (projector, joint, flow) stage epochs, summing to ``epochs``: flows ``second_stage_epochs``
-        (default epochs // 2), projectors (jnf_shared only) ``projector_epochs`` (default half the rest)."""
-        flows = self.second_stage_epochs or self.epochs // 2
-        projectors = 0 if self.model != "jnf_shared" else self.projector_epochs or (self.epochs - flows) // 2
-        return projectors, self.epochs - flows - projectors, flows
-
     def validate(self) -> None:
-        for f in fields(self):
-            _check_type(f.name, getattr(self, f.name), f.type)
-            _check_finite(f.name, getattr(self, f.name))
+        """Every general field, then the method's and the dataset's options and their own checks."""
+        hints = typing.get_type_hints(RunConfig)
+        for name, f in _GENERAL.items():
+            check_value(name, getattr(self, name), hints[name], f.metadata.get("choices"))
+        check_options(self.method_options)
+        check_options(self.dataset_options)
         if not DEVICE_PATTERN.match(self.device):
             raise ConfigError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'mps', got {self.device!r}")
         if not SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]:
@@ -154,67 +174,19 @@ class RunConfig:
         for name in ("train_limit", "test_limit", "classifier_train_limit"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1 (or null for all samples), got {getattr(self, name)}")
-        if self.alpha is not None and self.model not in DEFAULT_ALPHA:
-            raise ConfigError(
-                f"alpha applies to models {sorted(DEFAULT_ALPHA)}, not {self.model!r}, which would ignore it: remove alpha"
-            )
-        if self.alpha_schedule is not None and self.model != "mmvm":
-            raise ConfigError(f"alpha_schedule applies to model 'mmvm' only, not {self.model!r}: remove alpha_schedule")
-        _check_choice("dataset", self.dataset, DATASETS)
-        _check_choice("model", self.model, MODELS)
-        _check_choice("network", self.network, NETWORKS)
-        _check_choice("likelihood", self.likelihood, LIKELIHOODS)
-        _check_choice("objective", self.objective, OBJECTIVES)
-        _check_choice("on_nonfinite", self.on_nonfinite, ("raise", "skip"))
-        if self.rate is not None:
-            _check_choice("rate", self.rate, ("analytic", "jensen", "selected", "mc"))
-        if self.latent_sampler is not None:
-            _check_choice("latent_sampler", self.latent_sampler, ("gmm", "maf"))
-        if self.autocast is not None:
-            _check_choice("autocast", self.autocast, ("bf16",))
-        if self.dataset == "files" and self.data_path is None:
-            raise ConfigError("dataset 'files' needs data_path: an .npz file or a directory of .npy/.pt files")
-        if not 0.0 < self.test_fraction < 1.0:
-            raise ConfigError(f"test_fraction must lie in (0, 1), got {self.test_fraction}")
-        if not 1 <= self.num_views <= 5:
-            raise ConfigError(f"num_views must lie in 1..5, got {self.num_views}")
+        for name in ("latent_dim", "epochs", "batch_size", "checkpoint_every", "eval_num_train", "classifier_epochs"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.beta < 0:
             raise ConfigError(f"beta must be >= 0, got {self.beta}")
-        if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
-            raise ConfigError(f"alpha must lie in [0, 1], got {self.alpha}")
-        _check_choice("estimator", self.estimator, ("elbo", "dreg") if self.model == "mmvae_plus" else ("dreg", "iwae"))
-        self._validate_reference()
-        if self.private_dim is not None and self.private_dim < 1:
-            raise ConfigError(f"private_dim must be >= 1, got {self.private_dim}")
-        if self.model == "mmvae_plus" and self.estimator == "elbo" and self.num_importance_samples != 1:
-            raise ConfigError("estimator 'elbo' needs num_importance_samples (K) = 1")
-        if self.num_importance_samples < 1:
-            raise ConfigError(f"num_importance_samples (K) must be >= 1, got {self.num_importance_samples}")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
         if not 0.0 <= self.keep_probability <= 1.0:
             raise ConfigError(f"keep_probability (η) must lie in [0, 1], got {self.keep_probability}")
-        if not 0.0 <= self.sound_missing_max <= 1.0:
-            raise ConfigError(f"sound_missing_max must lie in [0, 1], got {self.sound_missing_max}")
-        if self.sound_missing_max > 0.0 and self.dataset != "mnist_fsdd":
-            raise ConfigError(f"sound_missing_max needs dataset 'mnist_fsdd' (a sound modality), got {self.dataset!r}")
         for name, choice in (self.modality_likelihoods or {}).items():
-            _check_choice(f"modality_likelihoods[{name!r}]", choice, LIKELIHOODS)
+            check_value(f"modality_likelihoods[{name!r}]", choice, str, LIKELIHOODS)
         if self.kl_warmup_epochs < 0:
             raise ConfigError(f"kl_warmup_epochs must be >= 0, got {self.kl_warmup_epochs}")
-        if self.second_stage_epochs is not None and not 1 <= self.second_stage_epochs < self.epochs:
-            raise ConfigError(f"second_stage_epochs must lie in 1..epochs-1, got {self.second_stage_epochs}")
-        _check_choice("projector_objective", self.projector_objective, PROJECTOR_OBJECTIVES)
-        if self.projector_epochs is not None and self.projector_epochs < 1:
-            raise ConfigError(f"projector_epochs must be >= 1, got {self.projector_epochs}")
-        if self.model in ("jnf", "jnf_shared") and self.objective == "pyro":
-            raise ConfigError(f"{self.model} trains with its stage objectives; objective 'pyro' does not apply")
-        if self.model in ("jnf", "jnf_shared") and min(self.jnf_stage_epochs[self.model == "jnf" :]) < 1:
-            raise ConfigError(
-                f"{self.model}: epochs={self.epochs}, projector_epochs={self.projector_epochs} and "
-                f"second_stage_epochs={self.second_stage_epochs} give stages of {self.jnf_stage_epochs} epochs "
-                "(projectors, joint, flows); each needs >= 1"
-            )
-        if not (self.temperature > 0 and math.isfinite(self.temperature)):
-            raise ConfigError(f"temperature must be a finite number > 0, got {self.temperature}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction must lie in [0, 1), got {self.val_fraction}")
         if self.restore_best and self.val_fraction == 0.0:
@@ -225,50 +197,37 @@ class RunConfig:
             raise ConfigError("early_stopping_patience needs a validation split: set val_fraction > 0")
         if self.log_every_steps < 0:
             raise ConfigError(f"log_every_steps must be >= 0 (0: no per-step log), got {self.log_every_steps}")
-        if self.num_random_subsets < 0:
-            raise ConfigError(f"num_random_subsets must be >= 0, got {self.num_random_subsets}")
-        for name in ("latent_dim", "epochs", "batch_size", "checkpoint_every", "eval_num_train", "projection_dim",
-                     "flow_blocks", "flow_hidden", "classifier_epochs"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        self._validate_reference()
+        METHODS[self.model].check(self)
+        DATASETS[self.dataset].check(self)
 
     def _validate_reference(self) -> None:
         """The reference mode and the options of docs/reference_differences.md."""
         if self.reference is not None:
-            message = references.unknown_reference(self.reference) or references.unsupported_model(
-                self.reference, self.model
-            )
+            message = references.unsupported_model(self.reference, self.model)
             if message:
                 raise ConfigError(message)
-        for option, difference in references.OPTIONS.items():
-            value = getattr(self, option)
+        for option_name, difference in references.OPTIONS.items():
+            value = getattr(self, option_name)
             if value is not None and value != difference.default:
-                message = references.misapplied_option(option, self.model)
+                message = references.misapplied_option(option_name, self.model)
                 if message:
                     raise ConfigError(message)
-        if self.dreg_detach is not None:
-            _check_choice("dreg_detach", self.dreg_detach, ("proper", "reference"))
-        if self.jnf_subset_sampler is not None:
-            _check_choice("jnf_subset_sampler", self.jnf_subset_sampler, ("adaptive", "reference"))
-        if self.mixture_blocks is not None:
-            _check_choice("mixture_blocks", self.mixture_blocks, ("even", "remainder_last"))
         floor = self.posterior_scale_floor
-        if floor is not None and not (floor >= 0 and math.isfinite(floor)):
+        if floor is not None and not floor >= 0:
             raise ConfigError(f"posterior_scale_floor must be a finite number >= 0, got {floor}")
         if self.latent_max_iter is not None and self.latent_max_iter < 1:
             raise ConfigError(f"latent_max_iter must be >= 1, got {self.latent_max_iter}")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The general fields, then the method's and the dataset's options: what ``from_dict`` rebuilds from."""
+        general = {name: _copy(getattr(self, name)) for name in _GENERAL}
+        return {**general, **dataclasses.asdict(self.method_options), **dataclasses.asdict(self.dataset_options)}
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "RunConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown config key {unknown[0]!r}; known keys: {sorted(known)}")
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"a config must be a mapping of keys to values, got {type(values).__name__}")
         return cls(**dict(values))
 
     @classmethod
@@ -276,35 +235,50 @@ class RunConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
     def replace(self, **changes: Any) -> "RunConfig":
-        return RunConfig.from_dict({**self.to_dict(), **changes})
+        """A copy with ``changes``; a new ``model`` (``dataset``) drops the old one's options not in ``changes``."""
+        values = self.to_dict()
+        if changes.get("model", self.model) != self.model:
+            values = {k: v for k, v in values.items() if k not in _names(type(self.method_options))}
+        if changes.get("dataset", self.dataset) != self.dataset:
+            values = {k: v for k, v in values.items() if k not in _names(type(self.dataset_options))}
+        return RunConfig.from_dict({**values, **changes})
 
 
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {choices}, got {value!r}")
+_GENERAL: dict[str, dataclasses.Field] = {f.name: f for f in fields(RunConfig)}
 
 
-_TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool}
+def _names(options: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(options))
 
 
-def _check_finite(name: str, value: Any) -> None:
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"{name} must be a finite number, got {value}")
+def _default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
-def _check_type(name: str, value: Any, annotation: str) -> None:
-    options = [a.strip() for a in str(annotation).split("|")]
-    if value is None:
-        if "None" in options:
-            return
-        raise ConfigError(f"{name} must not be None")
-    for option in options:
-        base = option.split("[")[0]
-        if base == "list" and isinstance(value, list):
-            return
-        if base == "dict" and isinstance(value, dict):
-            return
-        expected = _TYPES.get(base)
-        if expected is not None and isinstance(value, expected) and not (base != "bool" and isinstance(value, bool)):
-            return
-    raise ConfigError(f"{name} has type {type(value).__name__}, expected {annotation}")
+def _copy(value: Any) -> Any:
+    return json.loads(json.dumps(value)) if isinstance(value, (list, dict)) else value
+
+
+def _unknown_key(key: str, model: str, dataset: str) -> str:
+    """Why ``key`` is refused: the methods or datasets that do take it, or the closest key this config takes."""
+    methods = [m.name for m in METHODS if key in _names(m.Options)]
+    datasets = [d.name for d in DATASETS if key in _names(d.Options)]
+    if methods or datasets:
+        owners = " and ".join(
+            f"{kind}{'s' if len(names) > 1 else ''} {', '.join(names)}"
+            for kind, names in (("method", methods), ("dataset", datasets)) if names
+        )
+        return (
+            f"{key!r} is an option of {owners}, not of model {model!r} or dataset {dataset!r}, which would ignore it: "
+            f"remove {key}"
+        )
+    known = [*_GENERAL, *_names(METHODS[model].Options), *_names(DATASETS[dataset].Options)]
+    return (
+        f"unknown config key {key!r}{did_you_mean(key, known)}; 'pyromm train --help' lists the keys, "
+        f"'pyromm methods' and 'pyromm datasets' each method's and dataset's own"
+    )
+
+
+def general_options() -> list[OptionInfo]:
+    """The general fields, as ``--help`` lists them."""
+    return describe(RunConfig)

@@ -1,9 +1,10 @@
 """Run configs in TOML, read by the standard library's ``tomllib``, as ``RunConfig`` fields.
 
-Top-level keys are ``RunConfig`` fields. A ``[dataset]`` table names the data: ``name`` (a built-in dataset, or
-``"files"``, the default when ``path`` is given), ``path`` (an ``.npz`` file or a directory of ``.npy``/``.pt``
-files), ``test_fraction``, and any other data field of ``RunConfig`` (``train_limit``, ``num_views``, ...). Paths
-(``path``, ``data_root``, ``cache_root``) are relative to the TOML file's folder. ``[modalities.<name>]`` tables give one modality's ``likelihood``, ``network`` (``mlp``,
+Top-level keys are ``RunConfig`` keys (general fields and the method's options). A ``[dataset]`` table names the
+data: ``name`` (a registered dataset, or ``"files"``, the default when ``path`` is given), ``path`` (an ``.npz``
+file or a directory of ``.npy``/``.pt`` files), the dataset's options (``test_fraction``, ``num_views``, ...) and
+any other data field (``train_limit``, ...). Paths (``path``, ``data_root``, ``cache_root`` and the ``.py`` files
+of ``plugins``) are relative to the TOML file's folder. ``[modalities.<name>]`` tables give one modality's ``likelihood``, ``network`` (``mlp``,
 ``conv``, ``resnet``, ``spike_mlp`` or ``package.module:Name``), ``hidden`` and ``weight``::
 
     model = "mmvm"
@@ -20,11 +21,10 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from pyromm.config import ConfigError, RunConfig
+from pyromm.options import ConfigError
 
 DATASET_KEYS = {"name": "dataset", "path": "data_path"}
 PATH_KEYS = ("data_path", "data_root", "cache_root")
@@ -47,10 +47,6 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         values.update(_dataset_fields(path, dataset))
     elif dataset is not None:
         values["dataset"] = dataset
-    known = {f.name for f in fields(RunConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(f"config file {path}: unknown key {unknown[0]!r}; see RunConfig for the known keys")
     _resolve_paths(path, values)
     return values
 
@@ -65,23 +61,25 @@ def _where(message: str) -> str:
 
 def _dataset_fields(path: Path, table: dict[str, Any]) -> dict[str, Any]:
     """The ``[dataset]`` table as ``RunConfig`` fields, ``path`` resolved against the config file's folder."""
-    known = {f.name for f in fields(RunConfig)}
     values: dict[str, Any] = {}
     for key, value in table.items():
-        field = DATASET_KEYS.get(key, key)
-        if field not in known or (field in ("dataset", "data_path") and key not in DATASET_KEYS):
-            raise ConfigError(
-                f"config file {path}: unknown key {key!r} in [dataset]; keys are name, path, test_fraction and the "
-                "data fields of RunConfig"
-            )
-        values[field] = value
+        if key in ("dataset", "data_path"):
+            raise ConfigError(f"config file {path}: in [dataset], write {key!r} as {'name' if key == 'dataset' else 'path'}")
+        values[DATASET_KEYS.get(key, key)] = value
     if "data_path" in values:
         values.setdefault("dataset", "files")
     return values
 
 
 def _resolve_paths(path: Path, values: dict[str, Any]) -> None:
-    """The ``PATH_KEYS`` of ``values`` made absolute, relative to the config file's folder."""
+    """The ``PATH_KEYS`` of ``values`` and the ``.py`` files of ``plugins`` made absolute, relative to the config
+    file's folder."""
+    plugins = values.get("plugins")
+    if isinstance(plugins, list):
+        values["plugins"] = [
+            str((path.parent / Path(p).expanduser()).resolve()) if isinstance(p, str) and p.endswith(".py") else p
+            for p in plugins
+        ]
     for key in PATH_KEYS:
         if key in values:
             if not isinstance(values[key], str):

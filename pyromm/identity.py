@@ -21,12 +21,17 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from pyromm import __version__
-from pyromm.config import RESUMABLE_FIELDS
 from pyromm.files import write_text
 
 CONFIG_FILE = "config.json"
 IDENTITY_FILE = "identity.json"
 # Paths into the run config that may differ between a run and its resumption ("*": any list index).
+# RunConfig fields a resumed run may change: where and how long it trains and how it is evaluated, not what its
+# checkpoints mean.
+RESUMABLE_FIELDS = frozenset(
+    {"epochs", "device", "checkpoint_every", "classifier_epochs", "classifier_train_limit", "eval_num_train",
+     "latent_sampler", "data_root", "cache_root"}
+)
 RESUMABLE_SETTINGS: tuple[tuple[str, ...], ...] = (
     *(("run", name) for name in sorted(RESUMABLE_FIELDS)),
     ("trainer", "checkpoint_every"),

@@ -41,7 +41,7 @@ class OptionInfo:
 
     def line(self) -> str:
         """``name (type, default D): doc [choices]`` on one line."""
-        choices = f" One of {', '.join(map(str, self.choices))}." if self.choices else ""
+        choices = f" (one of {', '.join(map(str, self.choices))})" if self.choices else ""
         return f"{self.name} ({self.type}, default {self.default!r}): {self.doc}{choices}"
 
 

@@ -19,7 +19,9 @@ from pyromm.infer.projectors import cca_loss, info_nce_loss, projections
 from pyromm.likelihoods import Laplace
 from pyromm.models import JNF, JointEncoder, Modality, ProjectedEncoder, UnimodalFlowPosterior
 from pyromm.nn import MLPDecoder, MLPEncoder
-from pyromm.run import build_jnf, build_modalities, default_jnf_sampler, run
+from pyromm.methods.common import build_modalities
+from pyromm.methods.jnf import build_jnf, default_jnf_sampler
+from pyromm.run import run
 from pyromm.train import EpochWarmup, Stage, Trainer, load_checkpoint
 
 D, DIM, EMB = 3, 5, 4

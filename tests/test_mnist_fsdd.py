@@ -15,7 +15,8 @@ from pyromm.data.fsdd import load_fsdd_spectrograms, parse_recording_name, recor
 from pyromm.data.mnist_fsdd import pair_by_label, split_speakers
 from pyromm.nn import SpectrogramConvDecoder, SpectrogramConvEncoder
 from pyromm.nn.classifiers import SpectrogramClassifier, classifier_for
-from pyromm.run import build_modalities, load_data
+from pyromm.methods.common import build_modalities
+from pyromm.run import load_data
 
 MNIST_FILES = [f"mnist/{n}" for n in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
                                       "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")]

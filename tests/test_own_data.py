@@ -17,7 +17,7 @@ from pyromm.config_file import read_config_file
 from pyromm.data.own import DtypeWarning, OwnDataError, load_files, read_arrays
 from pyromm.likelihoods import Bernoulli, Normal
 from pyromm.modality_options import ModalityOptions, networks
-from pyromm.run import build_modalities
+from pyromm.methods.common import build_modalities
 from pyromm.saved_runs import load as pyromm_load
 
 N = 40

@@ -8,6 +8,7 @@ from pyromm.config import ConfigError, RunConfig
 from pyromm.data import DataValidationError, MultimodalDataset
 from pyromm.run import build_model, evaluate_run, load_run, train
 from pyromm.train import CheckpointMismatchError
+from method_options import for_method
 
 TINY = dict(dataset="digits", latent_dim=4, hidden=[32], batch_size=64, train_limit=256, test_limit=128,
             classifier_train_limit=256,
@@ -32,7 +33,7 @@ def test_resume_gives_the_same_parameters_as_an_uninterrupted_run(tmp_path, mode
 
 @pytest.mark.parametrize("family", ["mmvm", "mopoe", "mmvae", "mmvae_plus", "jmvae"])
 def test_reloaded_run_gives_the_same_outputs(tmp_path, family):
-    cfg = RunConfig(model=family, epochs=1, num_importance_samples=2, **TINY)
+    cfg = RunConfig(model=family, epochs=1, **for_method(family, num_importance_samples=2), **TINY)
     model, _, train_set, _ = train(cfg, tmp_path, progress=False)
     _, reloaded = load_run(tmp_path)
     assert type(reloaded) is type(model)
@@ -69,7 +70,7 @@ def test_evaluation_writes_metrics_and_plots(tmp_path):
         ({"beta": -1.0}, "beta must be >= 0"),
         ({"alpha": 1.5}, "alpha must lie in"),
         ({"latent_dim": "8"}, "latent_dim has type str"),
-        ({"dataset": "cifar"}, "dataset must be one of"),
+        ({"dataset": "cifar"}, "unknown dataset 'cifar'; datasets are digits, "),
         ({"num_views": 7}, "num_views must lie in 1..5"),
     ],
 )
@@ -96,7 +97,8 @@ def test_conv_network_on_digits_is_refused():
 
 @pytest.mark.parametrize("model", ["avg", "poe", "moe", "mopoe", "mopoe_reference", "mvae", "mvtcae", "jmvae", "telbo", "mmvae", "mmvae_plus"])
 def test_every_shared_latent_model_trains_and_evaluates(tmp_path, model):
-    cfg = RunConfig(model=model, epochs=2, num_random_subsets=1, kl_warmup_epochs=1, num_importance_samples=2, **TINY)
+    cfg = RunConfig(model=model, epochs=2, kl_warmup_epochs=1, **for_method(model, num_random_subsets=1, num_importance_samples=2),
+                    **TINY)
     trained, history, train_set, test_set = train(cfg, tmp_path, progress=False)
     assert history[-1]["epoch"] == 2 and torch.isfinite(torch.tensor(history[-1]["train/loss"]))
     results = evaluate_run(trained, train_set, test_set, cfg, tmp_path)
@@ -105,7 +107,8 @@ def test_every_shared_latent_model_trains_and_evaluates(tmp_path, model):
 
 @pytest.mark.parametrize("model", ["mmvm", "mopoe_reference", "mvae", "mvtcae", "mmvae"])
 def test_models_train_on_incomplete_data(tmp_path, model):
-    cfg = RunConfig(model=model, epochs=1, keep_probability=0.5, num_random_subsets=1, num_importance_samples=2, **TINY)
+    cfg = RunConfig(model=model, epochs=1, keep_probability=0.5, **for_method(model, num_random_subsets=1, num_importance_samples=2),
+                    **TINY)
     _, history, train_set, _ = train(cfg, tmp_path, progress=False)
     assert not bool(train_set.mask["m1"].all()) and bool(train_set.mask["m0"].all())
     assert torch.isfinite(torch.tensor(history[-1]["train/loss"]))

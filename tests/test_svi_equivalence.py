@@ -7,7 +7,8 @@ import pytest
 import torch
 from pyro.infer import SVI
 
-from pyromm.config import MODELS, RunConfig
+from pyromm.config import RunConfig
+from pyromm.methods import METHODS
 from pyromm.data import load_digits_multiview
 from pyromm.run import build_elbo, build_model, build_objective
 
@@ -20,7 +21,7 @@ def digits():
     return load_digits_multiview("train", 3, seed=0).subset(slice(0, 32))
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", METHODS.names())
 def test_svi_trains_the_model_and_its_loss_is_the_trainers(digits, name):
     cfg = RunConfig(**{**TINY, "model": name, **EXTRA.get(name, {})})
     model = build_model(cfg, digits.event_shapes)

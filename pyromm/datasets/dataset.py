@@ -6,6 +6,7 @@ select it, its options are config keys, and ``pyromm datasets`` lists them.
 """
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -43,6 +44,18 @@ class Dataset(ABC):
         under ``cache``, printing one line per step; ``options`` is an instance of ``Options``. By default there is
         nothing to prepare."""
         print(f"  {self.name}: nothing to prepare")
+
+    def check(self, cfg: RunConfig) -> None:
+        """Raise ``ConfigError`` for option values that cannot go together (called when a RunConfig is made)."""
+
+    def make_missing(self, cfg: RunConfig, train: MultimodalDataset) -> MultimodalDataset:
+        """The training split with the dataset's own missingness applied (missing not at random); by default none."""
+        return train
+
+    def cache_key(self, cfg: RunConfig) -> str:
+        """What names a variant of the data in caches (the coherence classifiers'): the name and the options."""
+        options = dataclasses.asdict(cfg.dataset_options)
+        return "-".join([self.name, *(f"{key}{value}" for key, value in options.items())])
 
     def describe(self, root: Path, cache: Path) -> list[str]:
         """Lines for ``pyromm data list``: which of the dataset's files are present under ``root``/``cache``."""

@@ -77,7 +77,7 @@ class JNF(JointEncoderVAE):
         if not callable(subset_sampler):
             raise TypeError(
                 "JNF needs a subset sampler (model, batch, subset) -> distribution for its posteriors given "
-                f"1 < |S| < M modalities, e.g. pyromm.run.default_jnf_sampler(); got {subset_sampler!r}"
+                f"1 < |S| < M modalities, e.g. pyromm.methods.jnf.default_jnf_sampler(); got {subset_sampler!r}"
             )
         super().__init__(modalities, latent_dim, joint_encoder, subset_inference=subset_sampler)
         names = [m.name for m in modalities]
