@@ -134,13 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
     d = commands.add_parser("data", help="prepare or list datasets", description="Prepare or list datasets.")
     data_commands = d.add_subparsers(dest="data_command", metavar="ACTION", parser_class=_Parser)
     data_commands.required = True
+    made_from = "; ".join(f"{d.name}: {' and '.join(d.sources)}" for d in DATASETS if d.sources)
     p = data_commands.add_parser(
         "prepare",
         help="verify or download a dataset's files and generate what it caches",
         description="Verify the md5s of dataset NAME's files under the data root (downloading the missing files "
         "that have an official URL and md5, naming any other missing file and where to get it), generate what it "
         "caches into the cache root (never into the data root) and check that it loads. A dataset made from others "
-        "prepares them first (" + "; ".join(f"{d.name}: {' and '.join(d.sources)}" for d in DATASETS if d.sources) + ").",
+        f"prepares them first ({made_from}).",
     )
     p.add_argument("name", choices=DATASETS.names(), metavar="NAME", help=f"one of {', '.join(DATASETS.names())}")
     _add_root_args(p)

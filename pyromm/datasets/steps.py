@@ -158,7 +158,8 @@ def prepare_polymnist(root: Path, cache: Path, views: int, translated: bool, see
         dataset = load_polymnist(root, split, views, translated=translated, seed=seed, cache_dir=cache)
         seconds = time.perf_counter() - started
         if not all(f.exists() for f in files):
-            raise OSError(errno.EIO, "could not write the PolyMNIST cache (is the cache root writable?)", str(directory))
+            raise OSError(errno.EIO, "could not write the PolyMNIST cache (is the cache root writable?)",
+                          str(directory))
         size = sum(f.stat().st_size for f in files)
         state = "cached     " if existed else "generated  "
         print(f"  {state}{split:<5} {len(dataset):>6} tuples x {views} views  {human_size(size):>9}  "
@@ -233,5 +234,7 @@ def published_lines(name: str, root: Path) -> list[str]:
     for entry in published.DATASETS[name].files:
         present, size, detail = published.file_status(root, entry)
         label = entry.path + ("/" if entry.folder else "")
-        lines.append(f"  present    {label:<44}{human_size(size):>10}  {detail}" if present else f"  missing    {label}")
+        lines.append(
+            f"  present    {label:<44}{human_size(size):>10}  {detail}" if present else f"  missing    {label}"
+        )
     return lines
