@@ -195,12 +195,14 @@ def test_other_datasets_checks_name_the_option() -> None:
         check_options(DATASETS["rats"].Options(num_views=6), "rats")
 
 
-def test_a_source_refuses_to_load_naming_the_datasets_made_from_it() -> None:
+def test_a_source_refuses_to_check_and_load_naming_the_datasets_made_from_it() -> None:
     with pytest.raises(ConfigError, match="train on one made from it: polymnist, translated_polymnist, mnist_fsdd, "
                                           "mnist_svhn$"):
         DATASETS["mnist"].load(config(DATASETS["mnist"]))
     with pytest.raises(ConfigError, match="dataset 'fsdd' .* made from it: mnist_fsdd$"):
         DATASETS["fsdd"].load(config(DATASETS["fsdd"]))
+    with pytest.raises(ConfigError, match="dataset 'fsdd' .* made from it: mnist_fsdd$"):
+        DATASETS["fsdd"].check(config(DATASETS["fsdd"]))  # a RunConfig naming it is refused when made
 
 
 @dataclasses.dataclass(frozen=True)

@@ -28,7 +28,8 @@ class Dataset(ABC):
     options (fields declared with :func:`pyromm.options.option`, read as ``cfg.<option>``); ``provenance`` one line
     on where the data come from. ``seeded``: the data themselves depend on ``cfg.seed``. ``spectrogram_modalities``:
     modalities holding (1, F, T) spectrograms, which get the spectrogram conv nets. ``trainable``: False for a source
-    that other datasets are made from (``load`` then refuses); ``sources``: the datasets this one is made from.
+    that other datasets are made from (``check`` and ``load`` then refuse); ``sources``: the datasets this one is
+    made from.
     """
 
     name: ClassVar[str]
@@ -61,13 +62,19 @@ class Dataset(ABC):
 
 
 class SourceDataset(Dataset):
-    """Files that other datasets are made from (``sources``): prepared and listed, never trained on."""
+    """Files that other datasets are made from (``sources``): prepared and listed, never trained on; a RunConfig
+    naming one is refused, naming the datasets made from it."""
 
     trainable = False
 
+    def check(self, cfg: RunConfig) -> None:
+        raise self._not_trainable()
+
     def load(self, cfg: RunConfig) -> tuple[MultimodalDataset, MultimodalDataset]:
-        """Refused, naming the datasets made from this one."""
-        raise ConfigError(
+        raise self._not_trainable()
+
+    def _not_trainable(self) -> ConfigError:
+        return ConfigError(
             f"dataset {self.name!r} holds the files other datasets are made from and is not trained on itself; "
             f"train on one made from it: {', '.join(made_from(self.name))}"
         )
