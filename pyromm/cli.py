@@ -26,14 +26,14 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from pyromm.config import ConfigError, RunConfig, general_options
-from pyromm.datasets import DATASETS
+from pyromm.datasets import DATASETS, Dataset
 from pyromm.methods import METHODS
-from pyromm.options import OptionInfo, describe
 from pyromm.plugins import load_plugins
 from pyromm.files import DiskFullError
 from pyromm.identity import RunIdentityError, check_run_directory
 from pyromm.lock import RunLock, RunLockedError
 from pyromm.config_file import read_config_file
+from pyromm.options import OptionInfo, check_options, describe, option_names
 
 PROG = "pyromm"
 QUICKSTART_MODELS = ("independent", "mmvm")
@@ -43,8 +43,6 @@ QUICKSTART_BETAS = (0.25, 1.0, 4.0)
 # are clearly above the independent VAEs' at every beta.
 QUICKSTART_EPOCHS = 60
 QUICKSTART_SETTINGS = dict(dataset="digits", num_views=3)
-DATA_NAMES = ("mnist", "polymnist", "translated_polymnist", "digits", "fsdd", "mnist_fsdd")
-PUBLISHED_NAMES = ("rats", "mnist_svhn", "celeba", "cub", "mhd")  # handled by pyromm.data.published
 EXIT_ERROR, EXIT_USAGE = 1, 2
 
 
@@ -152,27 +150,25 @@ def build_parser() -> argparse.ArgumentParser:
     d = commands.add_parser("data", help="prepare or list datasets", description="Prepare or list datasets.")
     data_commands = d.add_subparsers(dest="data_command", metavar="ACTION", parser_class=_Parser)
     data_commands.required = True
+    made_from = "; ".join(f"{d.name}: {' and '.join(d.sources)}" for d in DATASETS if d.sources)
     p = data_commands.add_parser(
         "prepare",
-        help="verify/download MNIST, generate and cache (Translated) PolyMNIST",
-        description="mnist: verify the md5s of the four idx files (downloading missing ones into the data "
-        "root). polymnist / translated_polymnist: also check the backgrounds, then generate the train and "
-        "test splits into the cache root (never into the data root). digits: bundled, just load it. "
-        "fsdd: verify (download missing) the 3,000 FSDD recordings and cache their log-mel spectrograms. "
-        "mnist_fsdd: mnist and fsdd, then pair both splits (test speakers held out of training). "
-        f"{', '.join(PUBLISHED_NAMES)}: verify the published md5s, download SVHN if missing, name any other "
-        "missing file and where to get it, then check that the dataset loads.",
+        help="verify or download a dataset's files and generate what it caches",
+        description="Verify the md5s of dataset NAME's files under the data root (downloading the missing files "
+        "that have an official URL and md5, naming any other missing file and where to get it), generate what it "
+        "caches into the cache root (never into the data root) and check that it loads. A dataset made from others "
+        f"prepares them first ({made_from}).",
     )
-    p.add_argument("name", choices=DATA_NAMES + PUBLISHED_NAMES, metavar="NAME",
-                   help=f"one of {', '.join(DATA_NAMES + PUBLISHED_NAMES)}")
+    p.add_argument("name", choices=DATASETS.names(), metavar="NAME", help=f"one of {', '.join(DATASETS.names())}")
     _add_root_args(p)
-    p.add_argument("--views", type=int, default=3, help="number of PolyMNIST views, 1..5 (default: %(default)s)")
+    with_views = ", ".join(d.name for d in DATASETS if "num_views" in option_names(d.Options))
+    p.add_argument("--views", type=int, default=3, help=f"num_views of {with_views}: 1..5 (default: %(default)s)")
     p.set_defaults(func=cmd_data_prepare)
     ls = data_commands.add_parser(
         "list",
         help="show which datasets are present",
-        description="Show the MNIST files (with md5 status), the PolyMNIST backgrounds, the cached PolyMNIST "
-        "variants, the FSDD recordings and cached spectrograms, and where each dataset comes from.",
+        description="Per dataset, show which of its files are present under the data root (with their md5 status) "
+        "and what is cached under the cache root; then where each dataset comes from.",
     )
     _add_root_args(ls)
     ls.set_defaults(func=cmd_data_list)
@@ -552,294 +548,52 @@ def format_summary(results: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------------------------ data
 
 
-PROVENANCE = {
-    "mnist": "MNIST (LeCun, Cortes & Burges): the four official idx files, md5-checked, from "
-    "yann.lecun.com/exdb/mnist (mirror: ossci-datasets.s3.amazonaws.com/mnist)",
-    "polymnist": "PolyMNIST (Sutter et al., 2021): generated here from MNIST + 5 background images "
-    "(thomassutter/MoPoE), one seeded PCG64 generator; view m1 uses a stand-in background",
-    "translated_polymnist": "Translated PolyMNIST (Daunhawer et al., 2022): PolyMNIST with digits shrunk to "
-    "21x21 and pasted at a random offset",
-    "digits": "digits: scikit-learn's bundled 8x8 digits (UCI), 1..5 textured views generated here; always "
-    "available, no download",
-    "fsdd": "FSDD (Jakobovski et al., CC BY-SA 4.0): 3,000 recordings of spoken digits, 6 speakers, md5-checked, "
-    "from github.com/Jakobovski/free-spoken-digit-dataset; 32x128 log-mel spectrograms computed here",
-    "mnist_fsdd": "MNIST + spoken digits: each MNIST image paired (seeded) with an FSDD recording of its digit; "
-    "test recordings from a speaker held out of training (theo)",
-}
-
-
 def _roots(args: argparse.Namespace) -> tuple[Path, Path]:
     from pyromm.data import cache_root, data_root
 
     return data_root(args.root), cache_root(args.cache)
 
 
-def _size(num_bytes: int) -> str:
-    value = float(num_bytes)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{num_bytes} B"
-
-
 def cmd_data_prepare(args: argparse.Namespace) -> int:
-    from pyromm.data.polymnist import check_num_views
+    dataset = DATASETS[args.name]
+    options = _prepare_options(dataset, args.views)
+    root, cache = _roots(args)
+    print(f"data root:  {root}")
+    print(f"cache root: {cache}")
+    dataset.prepare(options, root, cache)
+    return 0
 
+
+def _prepare_options(dataset: Dataset, views: int) -> Any:
+    """The options ``data prepare`` prepares ``dataset`` with: its defaults, with num_views = ``views`` where it has
+    that option."""
+    values = {"num_views": views} if "num_views" in option_names(dataset.Options) else {}
+    options = dataset.Options(**values)
     try:
-        check_num_views(args.views)
+        check_options(options, dataset.name)
     except ValueError as err:
         raise ConfigError(f"--views: {err}") from None
-    root, cache = _roots(args)
-    if args.name == "digits":
-        return _prepare_digits(args.views)
-    print(f"data root:  {root}")
-    if args.name in PUBLISHED_NAMES:
-        return _prepare_published(args.name, root)
-    if args.name == "fsdd":
-        print(f"cache root: {cache}")
-        _prepare_fsdd(root, cache)
-        return 0
-    _prepare_mnist(root)
-    if args.name == "mnist_fsdd":
-        print(f"cache root: {cache}")
-        _prepare_fsdd(root, cache)
-        _prepare_mnist_fsdd(root, cache)
-    if args.name in ("polymnist", "translated_polymnist"):
-        print(f"cache root: {cache}")
-        _prepare_polymnist(root, cache, args.views, translated=args.name == "translated_polymnist")
-    return 0
-
-
-def _prepare_mnist(root: Path) -> None:
-    """Verify the md5 of every MNIST file present (all before any download), then fetch missing ones."""
-    from pyromm.data import verify_md5
-    from pyromm.data.mnist import MNIST_MD5, mnist_file
-
-    directory = root / "mnist"
-    present = [name for name in MNIST_MD5 if (directory / name).exists()]
-    for name in present:
-        verify_md5(directory / name, MNIST_MD5[name])
-    for name in MNIST_MD5:
-        path = directory / name
-        action = "verified  " if name in present else "downloaded"
-        if name not in present:
-            print(f"  downloading {name} ...", flush=True)
-            mnist_file(root, name)
-        print(f"  {action} {path}  {_size(path.stat().st_size)}  md5 {MNIST_MD5[name]} ok")
-
-
-def _prepare_polymnist(root: Path, cache: Path, views: int, translated: bool) -> None:
-    import time
-
-    from pyromm.data import load_polymnist
-    from pyromm.data.polymnist import BACKGROUNDS, load_background, polymnist_cache_dir, polymnist_metadata
-
-    for m in range(views):
-        load_background(root, m)  # md5-checked; a missing file raises FileNotFoundError naming it
-        name, md5 = BACKGROUNDS[m]
-        print(f"  verified   {root / 'polymnist_backgrounds' / name}  (view m{m})  md5 {md5} ok")
-    seed = 0  # the seed pyromm.run.load_data uses, so training finds this cache
-    directory = polymnist_cache_dir(cache, views, translated, seed)
-    expected = polymnist_metadata(views, translated, seed)
-    for split in ("train", "test"):
-        files = [directory / f"{split}_m{m}.npy" for m in range(views)] + [directory / f"{split}_labels.npy"]
-        existed = all(f.exists() for f in files) and _read_json(directory / "metadata.json") == expected
-        started = time.perf_counter()
-        dataset = load_polymnist(root, split, views, translated=translated, seed=seed, cache_dir=cache)
-        seconds = time.perf_counter() - started
-        if not all(f.exists() for f in files):
-            raise CLIError(f"could not write the PolyMNIST cache in {directory}")
-        size = sum(f.stat().st_size for f in files)
-        state = "cached     " if existed else "generated  "
-        print(f"  {state}{split:<5} {len(dataset):>6} tuples x {views} views  {_size(size):>9}  "
-              f"({seconds:.1f} s)  {directory}")
-    print(f"  metadata:  {directory / 'metadata.json'}  (seed {seed})")
-
-
-def _prepare_published(name: str, root: Path) -> int:
-    from pyromm.data import published
-
-    if name == "mnist_svhn":
-        _prepare_mnist(root)
-    published.prepare(name, root)
-    return 0
-
-
-def _prepare_fsdd(root: Path, cache: Path) -> None:
-    """md5-check every FSDD recording (downloading missing ones), then compute or find their cached spectrograms."""
-    import time
-
-    from pyromm.data.audio import SpectrogramSettings
-    from pyromm.data.fsdd import (
-        FSDD_DIR, RECORDINGS_DIR, fsdd_manifest, load_fsdd_spectrograms, recording_file, spectrogram_cache_dir,
-        spectrogram_cache_key,
-    )
-
-    manifest = fsdd_manifest()
-    directory = root / FSDD_DIR / RECORDINGS_DIR
-    missing = [name for name in manifest if not (directory / name).exists()]
-    if missing:
-        print(f"  downloading {len(missing)} of {len(manifest)} FSDD recordings ...", flush=True)
-    for name, md5 in manifest.items():
-        recording_file(root, name, md5)
-    print(f"  verified   {len(manifest)} recordings in {directory}  md5 ok")
-    settings = SpectrogramSettings()
-    cached = spectrogram_cache_dir(cache, spectrogram_cache_key(manifest, settings))
-    existed = (cached / "spectrograms.npy").exists()
-    started = time.perf_counter()
-    spectrograms, _ = load_fsdd_spectrograms(root, cache_dir=cache, settings=settings)
-    state = "cached     " if existed else "computed   "
-    print(f"  {state}{spectrograms.shape[0]} spectrograms {settings.n_mels}x{settings.frames}  "
-          f"({time.perf_counter() - started:.1f} s)  {cached}")
-
-
-def _prepare_mnist_fsdd(root: Path, cache: Path) -> None:
-    from pyromm.data import load_mnist_fsdd
-
-    for split in ("train", "test"):
-        data = load_mnist_fsdd(root, split, cache_dir=cache)
-        print(f"  ready      mnist_fsdd {split:<5} {len(data):>6} pairs, {data.metadata['num_recordings']} recordings "
-              f"of {', '.join(data.metadata['speakers'])}")
-
-
-def _list_fsdd(root: Path, cache: Path) -> None:
-    """How many FSDD recordings are present (and md5-correct), and the cached spectrogram sets."""
-    from pyromm.data import md5sum
-    from pyromm.data.fsdd import FSDD_DIR, RECORDINGS_DIR, fsdd_manifest
-
-    directory = root / FSDD_DIR / RECORDINGS_DIR
-    manifest = fsdd_manifest()
-    print(f"\nFSDD recordings  ({directory})")
-    present = [name for name in manifest if (directory / name).exists()]
-    wrong = [name for name in present if md5sum(directory / name) != manifest[name]]
-    size = sum((directory / name).stat().st_size for name in present)
-    if present:
-        print(f"  present    {len(present)} of {len(manifest)} recordings  {_size(size):>10}  "
-              + (f"MD5 MISMATCH in {len(wrong)} (first: {wrong[0]})" if wrong else "md5 ok"))
-    if len(present) < len(manifest):
-        print(f"  missing    {len(manifest) - len(present)} of {len(manifest)} recordings")
-    spectrograms = sorted((cache / FSDD_DIR).glob("spectrograms_*/spectrograms.npy"))
-    for path in spectrograms:
-        print(f"  cached     {path.parent.name}  {_size(path.stat().st_size):>10}")
-    if not spectrograms:
-        print("  none cached (pyromm data prepare fsdd | mnist_fsdd)")
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _prepare_digits(views: int) -> int:
-    from pyromm.data import load_digits_multiview
-
-    for split in ("train", "test"):
-        data = load_digits_multiview(split, views)
-        shape = "x".join(str(s) for s in next(iter(data.event_shapes.values())))
-        print(f"  ready      digits {split:<5} {len(data):>5} tuples x {views} views of {shape}  "
-              "(bundled with scikit-learn, nothing to download or cache)")
-    return 0
+    return options
 
 
 def cmd_data_list(args: argparse.Namespace) -> int:
-    from pyromm.data import md5sum
-    from pyromm.data.mnist import MNIST_MD5
-    from pyromm.data.polymnist import BACKGROUND_DIR, BACKGROUNDS
-    from pyromm.data.published import DATASETS
-
     root, cache = _roots(args)
     print(f"data root:  {root}{'' if root.is_dir() else '  (does not exist)'}")
     print(f"cache root: {cache}{'' if cache.is_dir() else '  (does not exist)'}")
-
-    print("\nMNIST  (" + f"{root / 'mnist'})")
-    for name, md5 in MNIST_MD5.items():
-        path = root / "mnist" / name
-        if not path.exists():
-            print(f"  missing    {name}")
-            continue
-        status = "md5 ok" if md5sum(path) == md5 else f"MD5 MISMATCH (expected {md5})"
-        print(f"  present    {name:<28}{_size(path.stat().st_size):>10}  {status}")
-
-    print(f"\nPolyMNIST backgrounds  ({root / BACKGROUND_DIR})")
-    for m, (name, md5) in enumerate(BACKGROUNDS):
-        path = root / BACKGROUND_DIR / name
-        if not path.exists():
-            print(f"  missing    m{m}  {name}")
-            continue
-        status = "md5 ok" if md5sum(path) == md5 else f"MD5 MISMATCH (expected {md5})"
-        print(f"  present    m{m}  {name:<34}{_size(path.stat().st_size):>10}  {status}")
-
-    print(f"\nCached PolyMNIST  ({cache / 'polymnist'})")
-    locations = [cache] + ([root] if root.resolve() != cache.resolve() else [])
-    found = False
-    for location in locations:
-        for line in _cached_variants(location / "polymnist", note="" if location == cache else "  [in the data root]"):
-            print(line)
-            found = True
-    if not found:
-        print("  none       (pyromm data prepare polymnist | translated_polymnist)")
-
+    for dataset in DATASETS:
+        lines = dataset.describe(root, cache)
+        if lines:
+            print("\n" + "\n".join(lines))
     classifiers = cache / "classifiers"
     if classifiers.is_dir():
         entries = sorted(p.name for p in classifiers.iterdir() if p.is_dir())
         if entries:
             print(f"\nCached evaluation classifiers  ({classifiers}): {len(entries)}")
-
-    _list_fsdd(root, cache)
-    for name in PUBLISHED_NAMES:
-        _list_published(root, name)
-    print("\ndigits: always available (bundled with scikit-learn)")
     print("\nProvenance")
-    for name in DATA_NAMES:
-        print(f"  {PROVENANCE[name]}")
-    for name in PUBLISHED_NAMES:
-        print(f"  {DATASETS[name].provenance}")
+    for dataset in DATASETS:
+        if dataset.provenance:
+            print(f"  {dataset.provenance}")
     return 0
-
-
-def _list_published(root: Path, name: str) -> None:
-    """Each file of a published dataset: present (size, md5 status or file count) or missing."""
-    from pyromm.data.published import DATASETS, file_status
-
-    print(f"\n{name}  ({root})")
-    for entry in DATASETS[name].files:
-        present, size, detail = file_status(root, entry)
-        label = entry.path + ("/" if entry.folder else "")
-        print(f"  present    {label:<44}{_size(size):>10}  {detail}" if present else f"  missing    {label}")
-
-
-def _cached_variants(directory: Path, note: str = "") -> list[str]:
-    """One line per cached PolyMNIST variant in ``directory``: name, splits with sizes, total size, seed."""
-    import numpy as np
-
-    if not directory.is_dir():
-        return []
-    lines = []
-    variants = sorted(p for p in directory.iterdir() if p.is_dir())
-    width = max((len(v.name) for v in variants), default=0) + 2
-    for variant in variants:
-        meta = _read_json(variant / "metadata.json")
-        meta = meta if isinstance(meta, dict) else None
-        size = sum(f.stat().st_size for f in variant.iterdir() if f.is_file())
-        splits = []
-        for split in ("train", "test"):
-            labels = variant / f"{split}_labels.npy"
-            if labels.exists():
-                try:
-                    splits.append(f"{split} {np.load(labels, mmap_mode='r').shape[0]}")
-                except (OSError, ValueError):
-                    splits.append(f"{split} unreadable")
-        if meta is None:
-            lines.append(f"  incomplete {variant.name}  {_size(size)}  (no readable metadata.json){note}")
-            continue
-        lines.append(
-            f"  cached     {variant.name:<{width}}{', '.join(splits) or 'no splits':<24}{_size(size):>10}  "
-            f"seed {meta.get('seed')}, {meta.get('num_views')} views, {meta.get('dataset')}{note}"
-        )
-    return lines
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,17 +12,19 @@ from __future__ import annotations
 import hashlib
 import warnings
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from pyromm.config import RunConfig
 from pyromm.data.dataset import DataValidationError, MultimodalDataset
 from pyromm.data.files import load_npy
 from pyromm.data.paths import md5sum
 from pyromm.modality_options import ModalityOptions, modality_options
+
+if TYPE_CHECKING:
+    from pyromm.config import RunConfig
 
 LABELS = "labels"
 MASK_PREFIX = "mask_"

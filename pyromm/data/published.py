@@ -31,7 +31,6 @@ class PublishedFile:
 @dataclass(frozen=True)
 class PublishedDataset:
     name: str
-    provenance: str
     source: str
     files: tuple[PublishedFile, ...]
     check: Callable[[Path], list[str]]
@@ -106,15 +105,12 @@ def _rat_files() -> tuple[PublishedFile, ...]:
 DATASETS = {
     "rats": PublishedDataset(
         "rats",
-        "rats: hippocampal spike counts of five rats (Shahbaba et al., 2022), Dryad doi:10.7280/D14X30, CC0",
         rats.SOURCE,
         _rat_files(),
         _check_rats,
     ),
     "mnist_svhn": PublishedDataset(
         "mnist_svhn",
-        "mnist_svhn: MNIST paired with SVHN (Netzer et al., 2011; ufldl.stanford.edu/housenumbers) by digit, "
-        "as in MMVAE (Shi et al., 2019)",
         mnist_svhn.SVHN_SOURCE,
         tuple(
             PublishedFile(f"{mnist_svhn.SVHN_DIR}/{name}", md5, mnist_svhn.SVHN_URL + name)
@@ -124,8 +120,6 @@ DATASETS = {
     ),
     "celeba": PublishedDataset(
         "celeba",
-        "celeba: CelebA (Liu et al., 2015; mmlab.ie.cuhk.edu.hk/projects/CelebA.html, non-commercial research "
-        "use) with the attribute text of bimodal CelebA (Sutter et al., 2020)",
         celeba.CELEBA_SOURCE,
         (
             PublishedFile(f"{celeba.CELEBA_DIR}/{celeba.IMAGE_DIR}", folder=True),
@@ -135,8 +129,6 @@ DATASETS = {
     ),
     "cub": PublishedDataset(
         "cub",
-        "cub: CUB-200-2011 images (Wah et al., 2011) with captions (Reed et al., 2016), as prepared for MMVAE "
-        "(Shi et al., 2019)",
         cub.CUB_SOURCE,
         (
             PublishedFile(f"{cub.CUB_DIR}/train", folder=True),
@@ -147,7 +139,6 @@ DATASETS = {
     ),
     "mhd": PublishedDataset(
         "mhd",
-        "mhd: Multimodal Handwritten Digits (Vasco et al., 2022), github.com/miguelsvasco/nexus_pytorch",
         mhd.MHD_SOURCE,
         tuple(PublishedFile(f"{mhd.MHD_DIR}/{name}") for name in mhd.MHD_FILES.values()),
         _check_mhd,
