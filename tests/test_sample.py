@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 import pyromm
+import pyromm.evaluation
 from pyromm.data import MultimodalDataset
 from pyromm.distributions import maf
 from pyromm.generation import (
@@ -284,3 +285,32 @@ def test_the_fitted_gmm_reproduces_the_joint_moments_of_the_posterior_means():
     torch.testing.assert_close(generated.mean(0), posterior_means.mean(0), atol=0.05, rtol=0)
     torch.testing.assert_close(generated.T.cov(), posterior_means.T.cov(), atol=0.06, rtol=0)
     assert generated.T.cov()[0, 2] > 0.6  # the cross-modal covariance (0.8 in the data) survives
+
+
+def test_evaluate_scores_joint_coherence_with_a_sampler_fitted_already():
+    """``evaluate(..., latent_sampler=sampler)`` draws from the sampler given (no second fit) and records its kind."""
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(2, (200,), generator=g)
+    code = 3 * nn.functional.one_hot(y, 2).float()
+    data = MultimodalDataset({m: code + 0.3 * torch.randn(200, 2, generator=g) for m in ("a", "b")}, labels=y)
+    mods = [Modality(m, IdentityEncoder(), nn.Identity(), Normal(1, 0.1), (2,)) for m in ("a", "b")]
+    model = mmvm_vae(mods, 2)
+    fitted = fit_latent_sampler(model, data, "gmm", num_components=2, generator=torch.Generator().manual_seed(1))
+
+    class Recorded:
+        def __init__(self) -> None:
+            self.draws = 0
+
+        def sample(self, n: int) -> Tensor:
+            self.draws += n
+            return fitted.sample(n)
+
+    recorded = Recorded()
+    classifiers = {"a": nn.Identity(), "b": nn.Identity()}
+    results = pyromm.evaluation.evaluate(model, data, data, classifiers, num_train=200, joint_samples=300,
+                                         latent_sampler=recorded, generator=torch.Generator().manual_seed(0))
+    assert recorded.draws == 300 and results["latent_sampler"] == "Recorded"
+    assert results["joint_coherence_sampler"] > 0.95  # the two-cluster GMM generates agreeing pairs
+    again = pyromm.evaluation.evaluate(model, data, data, classifiers, num_train=200, joint_samples=300,
+                                       latent_sampler=fitted, generator=torch.Generator().manual_seed(0))
+    assert again["latent_sampler"] == "gmm" and again["joint_coherence_sampler"] > 0.95
