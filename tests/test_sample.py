@@ -55,7 +55,8 @@ def modalities(latent_dim: int) -> list[Modality]:
         Modality("img", MLPEncoder(SHAPES["img"], latent_dim, (8,)), MLPDecoder(latent_dim, SHAPES["img"], (8,)),
                  Bernoulli(3), SHAPES["img"]),
         Modality("cls", MLPEncoder(SHAPES["cls"], latent_dim, (8,), num_classes=CLASSES),
-                 MLPDecoder(latent_dim, SHAPES["cls"], (8,), num_classes=CLASSES), Categorical(1, CLASSES), SHAPES["cls"]),
+                 MLPDecoder(latent_dim, SHAPES["cls"], (8,), num_classes=CLASSES), Categorical(1, CLASSES),
+                 SHAPES["cls"]),
     ]
 
 
@@ -95,7 +96,10 @@ PRIOR_MODELS = {
     "mmvae": mmvae,
     "mmvae_plus": lambda: MMVAEPlus(modalities(S + P), S, P),
 }
-SAMPLER_MODELS = {"mmvm": lambda: mmvm_vae(modalities(D), D, alpha=0.2), "independent": lambda: independent_vaes(modalities(D), D)}
+SAMPLER_MODELS = {
+    "mmvm": lambda: mmvm_vae(modalities(D), D, alpha=0.2),
+    "independent": lambda: independent_vaes(modalities(D), D),
+}
 
 
 def random_data(n: int = N) -> MultimodalDataset:
@@ -201,7 +205,9 @@ def test_a_model_without_prior_or_sampler_names_the_error_and_the_fix():
         SharedLatentVAE(modalities(D), D).sample(0)
 
 
-@pytest.mark.parametrize("kind, options", [("gmm", {"num_components": 2}), ("maf", {"epochs": 2, "hidden_features": 8})])
+@pytest.mark.parametrize(
+    "kind, options", [("gmm", {"num_components": 2}), ("maf", {"epochs": 2, "hidden_features": 8})], ids=["gmm", "maf"]
+)
 def test_a_saved_and_loaded_sampler_gives_identical_samples(tmp_path, kind, options):
     torch.manual_seed(0)
     model = mmvm_vae(modalities(D), D)
