@@ -118,7 +118,9 @@ def attach_stored_latent_sampler(run_dir: str | os.PathLike, model: nn.Module, c
         return
     run_dir = Path(run_dir)
     if not (run_dir / LATENT_SAMPLER_FILE).is_file():
-        model.attach_latent_sampler(None, f"{run_dir} stores no {LATENT_SAMPLER_FILE}: the run was not evaluated")
+        model.attach_latent_sampler(
+            None, f"{run_dir} stores no {LATENT_SAMPLER_FILE}, which is written when the run is evaluated"
+        )
         return
     sampler, fitted_for = read_latent_sampler(run_dir)
     if fitted_for is not None and checkpoint is not None and fitted_for != checkpoint:

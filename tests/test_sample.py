@@ -247,7 +247,8 @@ def test_pyromm_load_attaches_the_stored_sampler_of_the_loaded_checkpoint(tmp_pa
     checkpoint = f"checkpoints/{sorted((run_dir / 'checkpoints').glob('*.pt'))[-1].name}"
 
     model = pyromm.load(run_dir).model
-    with pytest.raises(NoLatentSamplerError, match=f"{run_dir} stores no {LATENT_SAMPLER_FILE}"):
+    unevaluated = f"{run_dir} stores no {LATENT_SAMPLER_FILE}, which is written when the run is evaluated"
+    with pytest.raises(NoLatentSamplerError, match=unevaluated):
         model.sample(2)
     sampler = fit_and_save_latent_sampler(model, train, run_dir, "gmm", checkpoint=checkpoint,
                                           generator=torch.Generator().manual_seed(1))
