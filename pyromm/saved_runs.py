@@ -16,9 +16,11 @@ from typing import Any, Callable
 from torch import nn
 
 from pyromm.config import ConfigError, RunConfig
+from pyromm.generation import attach_stored_latent_sampler
 from pyromm.modality_options import import_object
 from pyromm.models import Modality
-from pyromm.run import build_model, load_run
+from pyromm.provenance import CHECKPOINT_DIR
+from pyromm.run import build_model, load_run_with_source
 from pyromm.train import CheckpointDir
 from pyromm.train.checkpoint import load_model_state
 
@@ -80,12 +82,17 @@ def is_python_api_run(saved: dict[str, Any]) -> bool:
 
 def load(run_dir: str | Path, model: nn.Module | None = None, map_location: str = "cpu") -> LoadedRun:
     """The trained model of ``run_dir`` with its config and modalities: rebuilt from its ``RunConfig`` (CLI runs) or
-    recorded builder, or ``model`` itself (built as for training) with the checkpoint's weights loaded into it."""
+    recorded builder, or ``model`` itself (built as for training) with the checkpoint's weights loaded into it.
+
+    A model that generates through a fitted latent sampler (``MultimodalVAE``) gets the one the run stores
+    (``latent_sampler.pt``, ``pyromm.generation``) attached when it was fitted on the checkpoint loaded; without
+    one, ``model.sample`` says why there is none."""
     run_dir = Path(run_dir)
     saved = read_saved_config(run_dir)
     cfg = None if is_python_api_run(saved) else RunConfig.from_dict(saved["run"])
     if model is None and cfg is not None and "modalities" not in saved.get("model", {}):
-        cfg, model = load_run(run_dir, map_location)
+        cfg, model, source = load_run_with_source(run_dir, map_location)
+        attach_stored_latent_sampler(run_dir, model, source["checkpoint"])
         return LoadedRun(run_dir, model.eval(), cfg, saved)
     if model is None:
         model = _rebuild(run_dir, saved, cfg)
@@ -95,6 +102,7 @@ def load(run_dir: str | Path, model: nn.Module | None = None, map_location: str 
         raise FileNotFoundError(2, "no checkpoint to load", str(run_dir / "checkpoints"))
     path, state = found
     load_model_state(model, state, path)
+    attach_stored_latent_sampler(run_dir, model, f"{CHECKPOINT_DIR}/{path.name}")
     return LoadedRun(run_dir, model.eval(), cfg, saved)
 
 

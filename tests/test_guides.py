@@ -105,6 +105,9 @@ def _check_own_data(ns: dict) -> None:
     assert run.config.dataset == "files" and run.config.epochs == 12 and run.modalities["vector"].weight == 2.0
     assert ns["generated"].shape == (100, 1, 28, 28)
     assert ns["generation_accuracy"] > 0.6, "images generated from vectors are near chance (0.25)"
+    shapes = {name: tuple(x.shape) for name, x in ns["samples"].items()}
+    assert shapes == {"image": (200, 1, 28, 28), "vector": (200, 8)}
+    assert ns["joint_agreement"] > 0.45, "the modalities of unconditional samples agree near chance (0.25)"
     evaluation = ns["evaluation"]
     assert evaluation["latent_acc_mean"] > 0.6 and 0.0 <= evaluation["coherence_cross_mean"] <= 1.0
     for name, value in ns["by_hand"].model.state_dict().items():

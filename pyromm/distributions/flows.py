@@ -241,13 +241,11 @@ class MAFSampler(nn.Module):
         if not bool(torch.isfinite(latents).all()):
             raise ValueError("latents contain NaN or inf")
         latents = latents.detach().float()
-        n, dim = latents.shape
+        n = latents.shape[0]
         shift, scale = latents.mean(0), latents.std(0).clamp_min(1e-6)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            flow = maf(dim, self.num_blocks, self.hidden_features, self.num_hidden_layers)
-        standardise = PointwiseAffineTransform(-shift / scale, 1.0 / scale)
-        self.transform = CompositeTransform([standardise, flow]).to(latents.device)
+            self.transform = self._transform(shift, scale).to(latents.device)
         optimizer = torch.optim.Adam(self.transform.parameters(), lr=self.lr)
         generator = torch.Generator().manual_seed(self.seed)
         self.losses = []
@@ -263,6 +261,33 @@ class MAFSampler(nn.Module):
                 total += float(loss.detach()) * z.shape[0]
             self.losses.append(total / n)
         return self
+
+    def _transform(self, shift: Tensor, scale: Tensor) -> CompositeTransform:
+        """f = MAF ∘ (z ↦ (z − shift) / scale) on R^D, D = len(shift), built from the global RNG."""
+        flow = maf(shift.shape[0], self.num_blocks, self.hidden_features, self.num_hidden_layers)
+        return CompositeTransform([PointwiseAffineTransform(-shift / scale, 1.0 / scale), flow])
+
+    def state(self) -> dict:
+        """The fitted flow's architecture and tensors, which :meth:`from_state` rebuilds the sampler from."""
+        if self.transform is None:
+            raise RuntimeError("MAFSampler is not fitted; call fit(latents) first")
+        architecture = {
+            "dim": int(self.transform._transforms[0]._shift.shape[0]),
+            "num_blocks": self.num_blocks,
+            "hidden_features": self.hidden_features,
+            "num_hidden_layers": self.num_hidden_layers,
+        }
+        return {"architecture": architecture, "transform": dict(self.transform.state_dict())}
+
+    @classmethod
+    def from_state(cls, state: dict, seed: int = 0) -> "MAFSampler":
+        """The fitted sampler :meth:`state` describes (its flow's tensors loaded as saved)."""
+        architecture = dict(state["architecture"])
+        dim = architecture.pop("dim")
+        sampler = cls(**architecture, seed=seed)
+        sampler.transform = sampler._transform(torch.zeros(dim), torch.ones(dim))
+        sampler.transform.load_state_dict(state["transform"])
+        return sampler
 
     def distribution(self) -> FlowPosterior:
         """The fitted density as a :class:`FlowPosterior` with base N(0, I) (batch shape ``()``)."""

@@ -13,7 +13,8 @@ from pyromm.evaluation.subsets import coherence_by_num_inputs, joint_coherence
 from pyromm.evaluation.classifiers import class_labels, classifier_accuracy, train_modality_classifiers
 from pyromm.evaluation.coherence import coherence
 from pyromm.evaluation.latent import encoder_means, latent_classification
-from pyromm.evaluation.latent_samplers import fit_latent_sampler, training_latents
+from pyromm.evaluation.latent_samplers import fit_latent_sampler, sampler_kind, training_latents
+from pyromm.models.joint_sampling import LatentSampler
 from pyromm.evaluation.fid import (
     FeatureExtractor,
     FIDWeightsError,
@@ -83,7 +84,7 @@ def evaluate(
     generator: torch.Generator | None = None,
     joint_samples: int = 1000,
     likelihood_samples: int = 0,
-    latent_sampler: str | None = None,
+    latent_sampler: str | LatentSampler | None = None,
     latent_max_iter: int = 1000,
 ) -> dict:
     """All metrics plus summary scalars: ``latent_acc_mean`` = mean_m latent accuracy, ``coherence_cross_mean``
@@ -94,7 +95,8 @@ def evaluate(
     latent means, and the importance-sampled log p(X) with ``likelihood_samples`` samples when > 0.
     With ``latent_sampler`` (``'gmm'`` or ``'maf'``), ``joint_coherence_sampler`` is the joint coherence of
     ``joint_samples`` draws of that sampler fitted on the latents of the first ``num_train`` training samples
-    (``fit_latent_sampler``): the only joint coherence of models without an unconditional prior (MMVM VAE).
+    (``fit_latent_sampler``): the only joint coherence of models without an unconditional prior (MMVM VAE); a
+    sampler fitted already (``pyromm.generation.fit_latent_sampler``) is used as given.
     ``latent_max_iter`` caps the latent probe's solver iterations (the MMVM code: 10000)."""
     latent = latent_classification(
         model, train, test, num_train=num_train, batch_size=batch_size, max_iter=latent_max_iter
@@ -124,13 +126,17 @@ def evaluate(
         "rec_nll": reconstruction["joint"]["nll_sum"],
         "rec_mse": reconstruction["joint"]["mse_mean"],
         "num_classes": int(torch.cat([class_labels(train).cpu(), class_labels(test).cpu()]).unique().numel()),
-        "latent_sampler": latent_sampler,
+        "latent_sampler": latent_sampler if latent_sampler is None or isinstance(latent_sampler, str) else (
+            sampler_kind(latent_sampler) or type(latent_sampler).__name__
+        ),
         "joint_coherence_sampler": None,
     }
     if latent_sampler is not None:
-        sampler = fit_latent_sampler(
-            model, train, latent_sampler, num_train=num_train, batch_size=batch_size, generator=generator
-        )
+        sampler = latent_sampler
+        if isinstance(latent_sampler, str):
+            sampler = fit_latent_sampler(
+                model, train, latent_sampler, num_train=num_train, batch_size=batch_size, generator=generator
+            )
         results["joint_coherence_sampler"] = joint_coherence(
             model, classifiers, joint_samples, sampler=sampler, batch_size=batch_size, generator=generator
         )

@@ -4,28 +4,16 @@ from __future__ import annotations
 import io
 import json
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from pyromm.data.dataset import MultimodalDataset
 from pyromm.files import write_bytes, write_json
+from pyromm.models.joint_sampling import evaluating
 from pyromm.nn.classifiers import classifier_for
-
-
-@contextmanager
-def evaluating(model: nn.Module) -> Iterator[None]:
-    """Eval mode and ``torch.no_grad`` for the duration; the previous train/eval mode is restored."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        model.train(was_training)
 
 
 def class_labels(dataset: MultimodalDataset) -> Tensor:

@@ -12,7 +12,7 @@ A draw is then split back into the latent every decoder takes (``decoder_latents
 """
 from __future__ import annotations
 
-from typing import Mapping, Protocol
+from typing import Mapping
 
 import torch
 from torch import Tensor, nn
@@ -21,15 +21,10 @@ from pyromm.data.dataset import MultimodalDataset
 from pyromm.distributions import GaussianMixtureSampler, MAFSampler
 from pyromm.evaluation.classifiers import evaluating
 from pyromm.evaluation.reconstruction import observed_all, seeded
+from pyromm.models.joint_sampling import LatentSampler
 from pyromm.models.multimodal_vae import MultimodalVAE
 
 LATENT_SAMPLERS: dict[str, type] = {"gmm": GaussianMixtureSampler, "maf": MAFSampler}
-
-
-class LatentSampler(Protocol):
-    """A fitted unconditional latent distribution: ``sample(n)`` draws ``(n, L)`` (global RNG)."""
-
-    def sample(self, n: int) -> Tensor: ...
 
 
 def per_modality_latents(model: nn.Module) -> bool:
@@ -84,15 +79,14 @@ def fit_latent_sampler(
     return LATENT_SAMPLERS[kind](**options).fit(latents)
 
 
+def sampler_kind(sampler: LatentSampler) -> str | None:
+    """The name in :data:`LATENT_SAMPLERS` of ``sampler``'s class (None for another class)."""
+    return next((kind for kind, cls in LATENT_SAMPLERS.items() if type(sampler) is cls), None)
+
+
 def decoder_latents(model: nn.Module, z: Tensor) -> Mapping[str, Tensor]:
     """The latent each decoder takes from a sampler draw ``z (n, L)``: slice m of [z_1; …; z_M] for per-modality
     models, z itself for every decoder of a shared-latent model."""
-    names = list(model.modality_names)
-    if not per_modality_latents(model):
-        return {m: z for m in names}
-    if z.shape[-1] != len(names) * model.latent_dim:
-        raise ValueError(
-            f"a draw of {z.shape[-1]} values does not split into {len(names)} latents of {model.latent_dim}: "
-            "was the sampler fitted on this model's training_latents?"
-        )
-    return dict(zip(names, z.split(model.latent_dim, dim=-1)))
+    if per_modality_latents(model):
+        return model.split_latents(z)
+    return dict.fromkeys(model.modality_names, z)

@@ -1,29 +1,17 @@
 """Joint and self reconstruction error (weighted test NLL and MSE) on a test set."""
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import Categorical, Distribution, Independent, OneHotCategorical
+from torch.distributions import Distribution
 
 from pyromm.contracts import InferenceModel
 from pyromm.data.batch import MultimodalBatch
 from pyromm.data.dataset import MultimodalDataset
 from pyromm.evaluation.classifiers import evaluating
-
-
-def distribution_mean(d: Distribution) -> Tensor:
-    """E[x] of a likelihood distribution; for (one-hot) categoricals the most probable class instead."""
-    base = d
-    while isinstance(base, Independent):
-        base = base.base_dist
-    if isinstance(base, Categorical):
-        return base.logits.argmax(-1)
-    if isinstance(base, OneHotCategorical):
-        return nn.functional.one_hot(base.logits.argmax(-1), base.logits.shape[-1]).to(base.logits.dtype)
-    return d.mean
+from pyromm.models.joint_sampling import distribution_mean, seeded
 
 
 def observed_all(batch: MultimodalBatch, names: Sequence[str]) -> MultimodalBatch:
@@ -43,21 +31,6 @@ def observed_all(batch: MultimodalBatch, names: Sequence[str]) -> MultimodalBatc
 def observed_only(batch: MultimodalBatch, name: str) -> MultimodalBatch:
     """The samples of ``batch`` that observe ``name``, holding that modality only (no mask)."""
     return observed_all(batch, [name])
-
-
-@contextmanager
-def seeded(generator: torch.Generator | None, device: torch.device) -> Iterator[None]:
-    """Draw the global RNG from a seed taken from ``generator`` (no-op when None); the global state is restored."""
-    if generator is None:
-        yield
-        return
-    seed = int(torch.randint(0, 2**62, (), generator=generator))
-    devices = []
-    if device.type == "cuda":
-        devices = [device.index if device.index is not None else torch.cuda.current_device()]
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
 
 
 def modality_weight(model: nn.Module, name: str) -> float:

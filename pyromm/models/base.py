@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from contextlib import nullcontext
+from itertools import chain
 from typing import ContextManager, Sequence
 
 import torch
@@ -48,8 +49,9 @@ class MultimodalNetworks(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        """The device of the model's parameters."""
-        return next(self.parameters()).device
+        """The device of the model's parameters and buffers (the CPU for a model without any)."""
+        tensor = next(chain(self.parameters(), self.buffers()), None)
+        return torch.device("cpu") if tensor is None else tensor.device
 
     @property
     def modality_names(self) -> list[str]:

@@ -34,8 +34,10 @@ Inference contract: ``encode`` gives the shared posteriors q_m(z | x_m) (their m
 ``infer`` the mixture of the subset's shared posteriors, ``prior`` and ``sample_prior`` the shared block of
 p(u). ``decode(name, z)`` accepts a shared latent (size D_z) and then prepends w ~ Laplace(0, 1), the w-block
 of p(u) (the official test-time cross-generation rule, not the learnt r_name), drawn afresh per call; a full
-u (size D_w + D_z) is decoded as given. Since each modality's w is independent under p(u), the importance
-estimate of log p(X) from ``infer``, ``prior`` and ``decode`` stays unbiased (w is proposed from its prior).
+u (size D_w + D_z) is decoded as given. ``sample(n)`` (unconditional generation, as joint coherence) therefore
+decodes one shared z ~ p(z) per row with every decoder, each adding its own fresh w_m ~ Laplace(0, 1). Since
+each modality's w is independent under p(u), the importance estimate of log p(X) from ``infer``, ``prior`` and
+``decode`` stays unbiased (w is proposed from its prior).
 """
 from __future__ import annotations
 

@@ -5,9 +5,11 @@ from typing import Mapping, Protocol, Sequence, runtime_checkable
 
 import pyro
 import pyro.distributions as dist
+from torch import Tensor
 
 from pyromm.data.batch import MultimodalBatch
 from pyromm.models.base import MultimodalNetworks, check_subset, observed_only, scaled
+from pyromm.models.joint_sampling import JointSampling, LatentSampler, NoLatentSamplerError
 from pyromm.models.modality import Modality
 from pyromm.models.priors import MMVMPrior, standard_normal
 
@@ -22,13 +24,17 @@ class ConditionalPrior(Protocol):
     ) -> "dist.TorchDistribution | Mapping[str, dist.TorchDistribution]": ...
 
 
-class MultimodalVAE(MultimodalNetworks):
+class MultimodalVAE(JointSampling, MultimodalNetworks):
     r"""p(X, Z) = Π_m p(x_m | z_m) · h(z_m | ·), guide q(Z | X) = Π_m q_m(z_m | x_m).
 
     Each modality m has its own latent z_m (site ``z_<m>``), encoder and decoder (site ``x_<m>``).
     ``conditional_prior`` (a :class:`ConditionalPrior`) gives h: N(0, I) for independent VAEs,
     :class:`MMVMPrior` for the MMVM VAE. ``model``/``guide`` are the model: train them with any ELBO of
     :mod:`pyromm.infer` (``RateELBO('jensen')`` is the MMVM reference code's objective).
+
+    ``sample(n)`` draws [z_1; …; z_M] from the latent sampler attached with ``attach_latent_sampler`` (fitted on
+    training latents: ``pyromm.generation.fit_latent_sampler``, or stored with a run and attached by
+    ``pyromm.load``): h is data-dependent, and N(0, I) for each z_m alone would generate independent modalities.
     """
 
     def __init__(
@@ -38,6 +44,40 @@ class MultimodalVAE(MultimodalNetworks):
         if not callable(conditional_prior):
             raise TypeError(f"conditional_prior must be callable (posteriors, batch, hyper), got {conditional_prior!r}")
         self.conditional_prior = conditional_prior
+        self.attach_latent_sampler(None, "none was fitted or loaded")
+
+    @property
+    def latent_sampler(self) -> LatentSampler | None:
+        """The sampler of [z_1; …; z_M] that ``sample`` draws from (None until one is attached)."""
+        return self.__dict__["_latent_sampler"]
+
+    def attach_latent_sampler(self, sampler: LatentSampler | None, missing_reason: str = "") -> None:
+        """Make ``sample`` draw [z_1; …; z_M] from ``sampler`` (``sample(n) -> (n, M·D)``); kept outside the
+        module's parameters and state dict. With None, ``missing_reason`` says why there is none."""
+        self.__dict__["_latent_sampler"] = sampler
+        self.__dict__["_latent_sampler_missing"] = missing_reason
+
+    def joint_latents(self, n: int) -> dict[str, Tensor]:
+        """z_m of every modality, the slices of n draws [z_1; …; z_M] of the attached latent sampler."""
+        if self.latent_sampler is None:
+            raise NoLatentSamplerError(
+                f"{type(self).__name__} with conditional prior {self.config()['conditional_prior']} has no "
+                "unconditional prior, so sample() draws its latents from a sampler fitted on training latents, and "
+                f"none is attached ({self.__dict__['_latent_sampler_missing']}): fit one with "
+                "pyromm.generation.fit_latent_sampler(model, train_set, kind='gmm' or 'maf'), or load a run that "
+                "stores one (latent_sampler.pt, written when the run is evaluated) with pyromm.load(run_dir)"
+            )
+        return self.split_latents(self.latent_sampler.sample(n).to(self.device))
+
+    def split_latents(self, z: Tensor) -> dict[str, Tensor]:
+        """Slice m of [z_1; …; z_M] ``(..., M·D)`` for every modality m: the latent decoder m takes."""
+        names = self.modality_names
+        if z.shape[-1] != len(names) * self.latent_dim:
+            raise ValueError(
+                f"a draw of {z.shape[-1]} values does not split into {len(names)} latents of {self.latent_dim}: "
+                "was the sampler fitted on this model's training latents (pyromm.evaluation.training_latents)?"
+            )
+        return dict(zip(names, z.split(self.latent_dim, dim=-1)))
 
     def conditional_priors(
         self, posteriors: Mapping[str, dist.Independent], batch: MultimodalBatch, hyper: Mapping[str, float]

@@ -11,6 +11,7 @@ import pyro.distributions as dist
 from pyromm import aggregation
 from pyromm.data.batch import MultimodalBatch
 from pyromm.models.base import MultimodalNetworks, check_subset, observed_only, scaled
+from pyromm.models.joint_sampling import JointSampling
 from pyromm.models.modality import Modality
 
 AGGREGATIONS: dict[str, Callable] = {
@@ -29,7 +30,7 @@ AGGREGATION_OPTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
-class SharedLatentVAE(MultimodalNetworks):
+class SharedLatentVAE(JointSampling, MultimodalNetworks):
     r"""p(X, z) = N(z; 0, I) Π_m p(x_m | z), guide q(z | X_S) = aggregate_{m ∈ S ∩ O} q_m(z | x_m).
 
     ``aggregation`` names a combinator of :mod:`pyromm.aggregation` (``avg``, ``poe``, ``poe_prior``,
@@ -73,6 +74,10 @@ class SharedLatentVAE(MultimodalNetworks):
         """n draws z ~ p(z) = N(0, I), shape ``(n, D)``, on the model's device."""
         device = next(self.parameters()).device
         return torch.randn(n, self.latent_dim, device=device)
+
+    def joint_latents(self, n: int) -> dict[str, torch.Tensor]:
+        """One z ~ ``sample_prior(n)`` taken by every decoder (``sample(n)`` decodes it)."""
+        return dict.fromkeys(self.modality_names, self.sample_prior(n))
 
     def joint(
         self, batch: MultimodalBatch, subset: Sequence[str] | None = None, mask: Mapping | None = None
