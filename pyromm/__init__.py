@@ -13,14 +13,6 @@ try:
 except PackageNotFoundError:
     __version__ = "0+unknown"
 
-# Exported from pyromm.saved_runs on first use, so that `import pyromm.config` (the CLI's start) stays light.
-SAVED_RUNS_EXPORTS = ("load", "builder_config", "LoadedRun", "RunLoadError")
-__all__ = ["__version__", *SAVED_RUNS_EXPORTS]
+from pyromm.saved_runs import LoadedRun, RunLoadError, builder_config, load  # noqa: E402  (after __version__)
 
-
-def __getattr__(name: str):
-    if name in SAVED_RUNS_EXPORTS:
-        from pyromm import saved_runs
-
-        return getattr(saved_runs, name)
-    raise AttributeError(f"module 'pyromm' has no attribute {name!r}")
+__all__ = ["__version__", "load", "builder_config", "LoadedRun", "RunLoadError"]

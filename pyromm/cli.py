@@ -29,7 +29,16 @@ from pyromm.config import ConfigError, RunConfig, general_options
 from pyromm.datasets import DATASETS, Dataset
 from pyromm.methods import METHODS
 from pyromm.plugins import load_plugins
+import torch
+
+from pyromm.data import ChecksumError, DataFormatError, DataValidationError, IdxFormatError, cache_root, data_root
 from pyromm.files import DiskFullError
+from pyromm.provenance import latest_source
+from pyromm.run import evaluate_run, load_data, run, train
+from pyromm.saved_runs import check_evaluation_data, evaluation_setup
+from pyromm.sweep import beta_sweep, collect
+from pyromm.train.checkpoint import CheckpointError
+from pyromm.train.distributed import is_main_process
 from pyromm.identity import RunIdentityError, check_run_directory
 from pyromm.lock import RunLock, RunLockedError
 from pyromm.config_file import read_config_file
@@ -259,11 +268,7 @@ def _run_reporting_errors(args: argparse.Namespace) -> int:
 
 
 def _one_line(err: Exception) -> tuple[str, int] | None:
-    """The one-line message and exit status of an error pyromm can name, None for any other.
-
-    Error classes of modules that import torch are matched only once those modules are loaded (an error of
-    theirs cannot happen before), so that a config error answers without importing torch."""
-    data_errors = _loaded("pyromm.data", "DataValidationError", "DataFormatError", "IdxFormatError")
+    """The one-line message and exit status of an error pyromm can name, None for any other."""
     if isinstance(err, ConfigError):
         return f"config error: {err}", EXIT_USAGE
     if isinstance(err, RunIdentityError):
@@ -272,11 +277,11 @@ def _one_line(err: Exception) -> tuple[str, int] | None:
         return f"disk full: cannot write {err.filename} ({err.strerror}); free some space and run again", EXIT_ERROR
     if isinstance(err, FloatingPointError):
         return f"training diverged: {err} (try a lower learning rate, or --set on_nonfinite=skip)", EXIT_ERROR
-    if isinstance(err, _loaded("pyromm.data", "ChecksumError")):
+    if isinstance(err, ChecksumError):
         return f"{err} (the file is corrupt or a different version: delete it, or replace it with a good copy)", EXIT_ERROR
     if isinstance(err, FileNotFoundError):
         return _describe_missing(err), EXIT_ERROR
-    if isinstance(err, (RunLockedError, CLIError, *data_errors, *_loaded("pyromm.train.checkpoint", "CheckpointError"))):
+    if isinstance(err, (RunLockedError, CLIError, DataValidationError, DataFormatError, IdxFormatError, CheckpointError)):
         return str(err), EXIT_ERROR
     if isinstance(err, json.JSONDecodeError):
         return f"invalid JSON: {err}", EXIT_USAGE
@@ -286,12 +291,6 @@ def _one_line(err: Exception) -> tuple[str, int] | None:
     if isinstance(err, (ValueError, OSError)):
         return f"{type(err).__name__}: {err} (run with --debug for the traceback)", EXIT_ERROR
     return None
-
-
-def _loaded(module: str, *names: str) -> tuple[type[Exception], ...]:
-    """The exception classes ``names`` of ``module`` when it has been imported, else ()."""
-    loaded = sys.modules.get(module)
-    return () if loaded is None else tuple(getattr(loaded, name) for name in names)
 
 
 def _describe_missing(err: FileNotFoundError) -> str:
@@ -308,16 +307,12 @@ def _fail(message: str, status: int = EXIT_ERROR) -> int:
 def _check_device(device: str) -> None:
     """A one-line error instead of a deep traceback when the requested accelerator is missing."""
     if device.startswith("cuda"):
-        import torch
-
         if not torch.cuda.is_available():
             raise CLIError(f"device {device!r} requested, but CUDA is not available here (use --device cpu)")
 
 
 def _set_threads(threads: int | None) -> None:
     if threads is not None:
-        import torch
-
         torch.set_num_threads(threads)
 
 
@@ -325,8 +320,6 @@ def _set_threads(threads: int | None) -> None:
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
-    from pyromm.sweep import beta_sweep
-
     _check_device(args.device)
     _set_threads(args.threads)
     base = RunConfig(epochs=args.epochs, seed=args.seed, device=args.device, **QUICKSTART_SETTINGS)
@@ -431,7 +424,7 @@ def build_config(config_file: str | None, overrides: Sequence[str]) -> RunConfig
 
 
 def check_resume_config(cfg: RunConfig, run_dir: Path) -> None:
-    """Refuse, before torch is imported, to resume a run directory with checkpoints of another experiment
+    """Refuse, before any data are loaded, to resume a run directory with checkpoints of another experiment
     (its ``run`` config differs beyond ``RESUMABLE_FIELDS``) or without a readable config.json."""
     checkpoints = run_dir / "checkpoints"
     if checkpoints.is_dir() and any(checkpoints.glob("epoch-*.pt")):
@@ -452,9 +445,6 @@ def _train(args: argparse.Namespace, cfg: RunConfig, out: Path) -> int:
     if not args.no_resume:
         check_resume_config(cfg, out)
     _check_device(cfg.device)
-    from pyromm.run import run, train
-    from pyromm.train.distributed import is_main_process
-
     _set_threads(args.threads)
     print(f"training {cfg.model} (beta {cfg.beta:g}) on {cfg.dataset}, {cfg.epochs} epochs, in {out}"
           + ("" if resume else " (from scratch)"), flush=True)
@@ -479,10 +469,6 @@ def _train(args: argparse.Namespace, cfg: RunConfig, out: Path) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from pyromm.provenance import latest_source
-    from pyromm.run import evaluate_run, load_data
-    from pyromm.saved_runs import check_evaluation_data, evaluation_setup
-
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
         raise CLIError(f"run directory {run_dir} does not exist")
@@ -510,8 +496,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
-    from pyromm.sweep import collect
-
     results_dir = Path(args.results_dir)
     if not results_dir.is_dir():
         raise CLIError(f"results directory {results_dir} does not exist")
@@ -536,6 +520,8 @@ def format_summary(results: dict[str, Any]) -> str:
         f"{per(results.get('reconstruction', {}).get('joint', {}).get('nll'), '.2f')}",
         f"reconstruction MSE   {_num(results.get('rec_mse'), 8, '.4f')}",
     ]
+    if results.get("fid"):
+        lines.append(f"FID (lower is better) {'':>7}   {per(results['fid'], '.2f')}")
     accuracies = results.get("classifier_accuracy") or {}
     if accuracies:
         lines.append(f"classifier accuracy  {'':>8}   {per(accuracies)}")
@@ -549,8 +535,6 @@ def format_summary(results: dict[str, Any]) -> str:
 
 
 def _roots(args: argparse.Namespace) -> tuple[Path, Path]:
-    from pyromm.data import cache_root, data_root
-
     return data_root(args.root), cache_root(args.cache)
 
 

@@ -19,7 +19,7 @@ from pyromm import reference as references
 from pyromm.datasets import DATASETS
 from pyromm.identity import RESUMABLE_FIELDS
 from pyromm.methods import METHODS
-from pyromm.modality_options import LIKELIHOODS, NETWORKS
+from pyromm.modality_options import LIKELIHOODS, NETWORKS, is_import_path
 from pyromm.options import ConfigError, OptionInfo, check_options, check_value, describe, did_you_mean, option
 from pyromm.plugins import load_installed_plugins, load_plugins, plugin_path
 
@@ -84,6 +84,11 @@ class RunConfig:
     eval_num_train: int = option(10000, "training samples of the latent linear probe")
     latent_sampler: str | None = option(None, "how models without a prior sample latents for joint coherence "
                                         "(default per model)", choices=("gmm", "maf"))
+    fid_network: str | None = option(None, "'package.module:Name' of a function or class returning your Inception "
+                                     "network (nn.Module): evaluation then reports the FID of each image modality, "
+                                     "test images against as many model.sample(n) (docs/fid.md)")
+    fid_weights: str | None = option(None, "the FID network's state dict (default: $PYROMM_FID_WEIGHTS, else "
+                                     "DATA_ROOT/fid/inception.pth)")
     reference: str | None = option(None, "turn on one reference code's behaviour for every difference "
                                    "(docs/reference_differences.md)", choices=tuple(references.REFERENCES))
     beta_squared: bool | None = option(None, "independent VAEs: weight the rate by β² (the MMVM code)")
@@ -197,6 +202,10 @@ class RunConfig:
             raise ConfigError("early_stopping_patience needs a validation split: set val_fraction > 0")
         if self.log_every_steps < 0:
             raise ConfigError(f"log_every_steps must be >= 0 (0: no per-step log), got {self.log_every_steps}")
+        if self.fid_network is not None and not is_import_path(self.fid_network):
+            raise ConfigError(f"fid_network must be an import path 'package.module:Name', got {self.fid_network!r}")
+        if self.fid_weights is not None and self.fid_network is None:
+            raise ConfigError("fid_weights needs fid_network, the architecture the weights load into")
         self._validate_reference()
         METHODS[self.model].check(self)
         DATASETS[self.dataset].check(self)

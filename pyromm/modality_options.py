@@ -75,7 +75,7 @@ def modality_options(cfg: RunConfig) -> dict[str, ModalityOptions]:
             raise ConfigError(f"modalities.{name}: num_classes applies to likelihood 'categorical' only")
         if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2):
             raise ConfigError(f"modalities.{name}.num_classes must be an integer >= 2, got {num_classes!r}")
-        if network is not None and network not in NETWORKS and not _is_import_path(network):
+        if network is not None and network not in NETWORKS and not is_import_path(network):
             raise ConfigError(
                 f"modalities.{name}.network must be one of {NETWORKS} or an import path 'package.module:Name', "
                 f"got {network!r}"
@@ -92,7 +92,8 @@ def modality_options(cfg: RunConfig) -> dict[str, ModalityOptions]:
     return options
 
 
-def _is_import_path(text: str) -> bool:
+def is_import_path(text: str) -> bool:
+    """Whether ``text`` has the form ``package.module:Name``."""
     module, sep, attr = text.partition(":")
     return bool(sep and module and attr)
 
@@ -101,7 +102,7 @@ def networks(name: str, options: ModalityOptions, shape: tuple[int, ...], dim: i
     """The encoder and decoder of modality ``name``: the network family ``options.network`` (else ``cfg.network``),
     MLPs with ``options.hidden`` (else ``cfg.hidden``) hidden units, or a :class:`NetworkFactory` by import path."""
     network = options.network or cfg.network
-    if options.num_classes is not None and not (network == "mlp" or _is_import_path(network)):
+    if options.num_classes is not None and not (network == "mlp" or is_import_path(network)):
         raise ConfigError(f"modality {name!r}: likelihood 'categorical' needs network 'mlp' or your own, got {network!r}")
     if network == "mlp":
         hidden, classes = options.hidden or tuple(cfg.hidden), options.num_classes

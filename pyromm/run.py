@@ -12,8 +12,17 @@ from pyromm import reference as references
 from pyromm.config import ConfigError, RunConfig
 from pyromm.data import MultimodalDataset, cache_root, complete_only, drop_modalities
 from pyromm.datasets import DATASETS
-from pyromm.evaluation import evaluate, plot_run, run_title, train_modality_classifiers
+from pyromm.evaluation import (
+    evaluate,
+    generation_fid,
+    image_modalities,
+    network_features,
+    plot_run,
+    run_title,
+    train_modality_classifiers,
+)
 from pyromm.files import remove_orphans, write_json
+from pyromm.generation import fit_and_save_latent_sampler
 from pyromm.identity import read_config
 from pyromm.infer import ELBOObjective
 from pyromm.infer.stages import Stage
@@ -204,6 +213,10 @@ def evaluate_run(
         device = torch.device(cfg.device)
         model.to(device)
         generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
+        sampler = fit_and_save_latent_sampler(  # model.sample(n) after pyromm.load, for models without a prior
+            model, train_set.to(device), run_dir, cfg.latent_sampler or "gmm", checkpoint=source.get("checkpoint"),
+            num_train=cfg.eval_num_train, generator=torch.Generator(device="cpu").manual_seed(cfg.seed),
+        )
         results = evaluate(
             model,
             train_set.to(device),
@@ -211,16 +224,28 @@ def evaluate_run(
             classifiers,
             num_train=cfg.eval_num_train,
             generator=generator,
-            latent_sampler=cfg.latent_sampler,
+            latent_sampler=sampler if sampler is not None and cfg.latent_sampler is not None else cfg.latent_sampler,
             latent_max_iter=cfg.setting("latent_max_iter"),
         )
         results["classifier_accuracy"] = clf_acc
+        if cfg.fid_network is not None:
+            results["fid"] = _generation_fid(model, test_set.to(device), cfg)
         results["config"] = cfg.to_dict()
         results["reference_settings"] = cfg.reference_settings()
         results["source"] = source
         plot_run(model, test_set.to(device), run_dir, title=run_title(cfg.model, cfg.beta, cfg.dataset))
         write_json(run_dir / EVALUATION_FILE, results)  # last: an evaluation.json says the plots are there too
     return results
+
+
+def _generation_fid(model: nn.Module, test_set: MultimodalDataset, cfg: RunConfig) -> dict[str, float]:
+    """FID of each image modality: its test images against as many of ``model.sample(n)`` (``fid_network``)."""
+    names = image_modalities(test_set.event_shapes)
+    if not names:
+        raise ConfigError(f"fid_network: dataset {cfg.dataset!r} has no image modality (1|3, H, W); remove fid_network")
+    extractor = network_features(cfg.fid_network, cfg.fid_weights).to(test_set.device)
+    generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
+    return generation_fid(model, {m: test_set.data[m] for m in names}, extractor, generator=generator)
 
 
 def run(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, resume: str | bool = "auto") -> dict[str, Any]:

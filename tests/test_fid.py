@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
+from fid_network import small_features
 from torch import nn
+
+from pyromm.config import ConfigError, RunConfig
+from pyromm.run import evaluate_run, train
 
 from pyromm.evaluation.fid import (
     WEIGHTS_ENV_VAR,
@@ -172,3 +176,25 @@ def test_uint8_images_are_scaled_and_a_wrong_feature_shape_is_refused():
     torch.testing.assert_close(image_features(as_bytes, extractor), extractor(as_bytes.float() / 255))
     with pytest.raises(ValueError, match=r"feature extractor gave shape \(6, 3, 12, 12\)"):
         image_features(x, nn.Identity())
+
+
+def test_a_run_reports_the_fid_of_each_image_modality_against_its_own_samples(tmp_path):
+    """evaluate_run with fid_network: per image modality, FID(test images, as many model.sample(n) images)."""
+    weights = tmp_path / "features.pt"
+    torch.save(small_features().state_dict(), weights)
+    cfg = RunConfig(model="mmvm", dataset="shapes", epochs=1, train_limit=128, test_limit=64, latent_dim=2,
+                    hidden=[16], likelihood="bernoulli", classifier_epochs=1, classifier_train_limit=128,
+                    eval_num_train=128, fid_network="fid_network:small_features", fid_weights=str(weights))
+    model, _, train_set, test_set = train(cfg, tmp_path / "run", progress=False)
+    results = evaluate_run(model, train_set, test_set, cfg, tmp_path / "run")
+    assert sorted(results["fid"]) == ["circle", "square"]
+    extractor = InceptionFeatures.from_weights(weights, small_features())
+    samples = model.sample(64, generator=torch.Generator().manual_seed(cfg.seed))
+    for name, value in results["fid"].items():
+        assert value == pytest.approx(fid(test_set.data[name], samples[name].clamp(0, 1), extractor), rel=1e-6)
+        assert value > 0
+
+
+def test_fid_weights_without_a_network_are_refused():
+    with pytest.raises(ConfigError, match="fid_weights needs fid_network"):
+        RunConfig(fid_weights="inception.pth")

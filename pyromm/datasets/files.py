@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pyromm.data.own import load_files
+from pyromm.data.own import fingerprint, load_files
 from pyromm.datasets.dataset import Dataset, register_dataset
 from pyromm.options import ConfigError, option
 
@@ -34,6 +34,10 @@ class Files(Dataset):
 
     def load(self, cfg: RunConfig) -> tuple[MultimodalDataset, MultimodalDataset]:
         return load_files(cfg)
+
+    def cache_key(self, cfg: RunConfig) -> str:
+        """The name, the data's md5 fingerprint and the test fraction."""
+        return f"files-{fingerprint(cfg.data_path)}-test{cfg.test_fraction:g}"
 
     def prepare(self, options: Any, root: Path, cache: Path) -> None:
         print("  files: nothing to prepare (your own data are read from data_path when a run starts)")

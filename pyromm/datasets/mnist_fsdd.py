@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pyromm.data import cache_root, load_mnist_fsdd
+from pyromm.data import cache_root, drop_increasing_with_label, load_mnist_fsdd
 from pyromm.datasets.steps import prepare_fsdd, prepare_mnist, prepare_mnist_fsdd
 from pyromm.datasets.dataset import Dataset, register_dataset
 from pyromm.options import ConfigError, option
@@ -37,6 +37,12 @@ class MNISTFSDD(Dataset):
     def check(self, cfg: RunConfig) -> None:
         if not 0.0 <= cfg.sound_missing_max <= 1.0:
             raise ConfigError(f"sound_missing_max must lie in [0, 1], got {cfg.sound_missing_max}")
+
+    def make_missing(self, cfg: RunConfig, train: MultimodalDataset) -> MultimodalDataset:
+        """The training sound of digit y missing with probability ``sound_missing_max`` · y / 9."""
+        if cfg.sound_missing_max == 0.0:
+            return train
+        return drop_increasing_with_label(train, "sound", cfg.sound_missing_max, num_classes=10, seed=cfg.seed)
 
     def load(self, cfg: RunConfig) -> tuple[MultimodalDataset, MultimodalDataset]:
         cache = cache_root(cfg.cache_root)

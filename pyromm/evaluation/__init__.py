@@ -22,6 +22,9 @@ from pyromm.evaluation.fid import (
     feature_statistics,
     fid,
     frechet_distance,
+    generation_fid,
+    image_modalities,
+    network_features,
 )
 from pyromm.evaluation.plots import (
     conditional_grid_figure,
@@ -44,6 +47,9 @@ __all__ = [
     "InceptionFeatures",
     "feature_statistics",
     "fid",
+    "generation_fid",
+    "image_modalities",
+    "network_features",
     "frechet_distance",
     "coherence_by_num_inputs",
     "joint_coherence",

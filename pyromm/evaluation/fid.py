@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from pyromm.data.paths import data_root
+from pyromm.modality_options import import_object
 
 WEIGHTS_ENV_VAR = "PYROMM_FID_WEIGHTS"
 
@@ -191,3 +192,28 @@ def _psd_sqrt(matrix: np.ndarray) -> np.ndarray:
     """The symmetric square root V diag(√max(λ, 0)) Vᵀ of a symmetric PSD matrix V diag(λ) Vᵀ."""
     eigenvalues, vectors = np.linalg.eigh((matrix + matrix.T) / 2)
     return (vectors * np.sqrt(np.clip(eigenvalues, 0.0, None))) @ vectors.T
+
+
+def network_features(network: str, weights: str | os.PathLike | None = None) -> InceptionFeatures:
+    """:meth:`InceptionFeatures.from_weights` on the network built by calling the import path ``network``
+    (``package.module:Name``) without arguments."""
+    return InceptionFeatures.from_weights(weights, import_object(network, "fid_network")())
+
+
+def image_modalities(event_shapes: Mapping[str, tuple[int, ...]]) -> list[str]:
+    """The modalities holding (1 or 3, H, W) images: those FID applies to."""
+    return [name for name, shape in event_shapes.items() if len(shape) == 3 and shape[0] in (1, 3)]
+
+
+def generation_fid(
+    model: nn.Module, test_images: Mapping[str, Tensor], feature_extractor: FeatureExtractor,
+    *, generator: torch.Generator | None = None, batch_size: int = 100,
+) -> dict[str, float]:
+    """Per image modality m, FID between its test images and as many images of ``model.sample(n)`` (the decoder
+    means, clamped to [0, 1]: the real images' range). Lower is better."""
+    n = min(len(images) for images in test_images.values())
+    samples = model.sample(n, generator=generator)
+    return {
+        name: fid(images[:n], samples[name].clamp(0.0, 1.0).to(images.device), feature_extractor, batch_size=batch_size)
+        for name, images in test_images.items()
+    }
