@@ -50,8 +50,8 @@ from pyromm.run import train
 from pyromm.sweep import describe_references, experiment_config, experiment_parser, paper_references
 from pyromm.train import Stage, Trainer
 
-COMMON = dict(dataset="shapes", network="mlp", latent_dim=2, likelihood="bernoulli", beta=1.0, lr=1e-3,
-              projector_objective="dcca", projection_dim=2)
+COMMON = dict(dataset="shapes", network="mlp", latent_dim=2, likelihood="bernoulli", beta=1.0, lr=1e-3)
+SHARED = dict(projector_objective="dcca", projection_dim=2)  # jnf_shared's projectors
 QUICK = dict(COMMON, hidden=[256, 256], batch_size=128, train_limit=10000, test_limit=2000)
 PAPER = dict(COMMON, hidden=[512, 512], batch_size=128, checkpoint_every=5)
 # (projector, joint, flow) epochs; the paper gives none for the toy (--paper: MultiVae's default of 30 DCCA epochs,
@@ -230,7 +230,8 @@ def main(argv=None) -> None:
     modes = paper_references(args, PAPER_REFERENCES)
     configs = {
         f"{m}_seed{args.seed}": base.replace(
-            model=m, reference=modes.get(m), **({} if args.epochs else stage_settings(m, stages))
+            model=m, reference=modes.get(m), **(SHARED if m == "jnf_shared" else {}),
+            **({} if args.epochs else stage_settings(m, stages))
         )
         for m in MODELS
     }

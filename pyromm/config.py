@@ -90,7 +90,7 @@ class RunConfig:
     fid_weights: str | None = option(None, "the FID network's state dict (default: $PYROMM_FID_WEIGHTS, else "
                                      "DATA_ROOT/fid/inception.pth)")
     reference: str | None = option(None, "turn on one reference code's behaviour for every difference "
-                                   "(docs/reference_differences.md)", choices=tuple(references.REFERENCES))
+                                   f"(docs/reference_differences.md): one of {', '.join(references.REFERENCES)}")
     beta_squared: bool | None = option(None, "independent VAEs: weight the rate by β² (the MMVM code)")
     mixture_blocks: str | None = option(None, "moe/mopoe stratified blocks: 'even' or 'remainder_last' (MMVM code)",
                                         choices=("even", "remainder_last"))
@@ -104,27 +104,16 @@ class RunConfig:
                                      choices=("proper", "reference"))
 
     def __init__(self, **values: Any) -> None:
-        plugins = values.get("plugins", [])
-        check_value("plugins", plugins, list[str])
-        load_plugins(plugins)
-        values["plugins"] = [plugin_path(p) for p in plugins]
-        for key in ("model", "dataset"):
-            check_value(key, values.get(key, _GENERAL[key].default), str)
+        problem = unknown_key_problem(values)
+        values["plugins"] = [plugin_path(p) for p in values.get("plugins", [])]
+        if problem:
+            raise ConfigError(problem)
         method = METHODS[values.get("model", _GENERAL["model"].default)]
         data = DATASETS[values.get("dataset", _GENERAL["dataset"].default)]
         method_keys, data_keys = _names(method.Options), _names(data.Options)
-        own: dict[str, Any] = {}
-        method_values: dict[str, Any] = {}
-        data_values: dict[str, Any] = {}
-        for key, value in values.items():
-            if key in _GENERAL:
-                own[key] = value
-            elif key in method_keys:
-                method_values[key] = value
-            elif key in data_keys:
-                data_values[key] = value
-            else:
-                raise ConfigError(_unknown_key(key, method.name, data.name))
+        own = {key: value for key, value in values.items() if key in _GENERAL}
+        method_values = {key: value for key, value in values.items() if key in method_keys}
+        data_values = {key: value for key, value in values.items() if key in data_keys}
         for name, f in _GENERAL.items():
             setattr(self, name, own[name] if name in own else _default(f))
         self.method_options = method.Options(**method_values)
@@ -213,7 +202,9 @@ class RunConfig:
     def _validate_reference(self) -> None:
         """The reference mode and the options of docs/reference_differences.md."""
         if self.reference is not None:
-            message = references.unsupported_model(self.reference, self.model)
+            message = references.unknown_reference(self.reference) or references.unsupported_model(
+                self.reference, self.model
+            )
             if message:
                 raise ConfigError(message)
         for option_name, difference in references.OPTIONS.items():
@@ -266,6 +257,29 @@ def _default(f: dataclasses.Field) -> Any:
 
 def _copy(value: Any) -> Any:
     return json.loads(json.dumps(value)) if isinstance(value, (list, dict)) else value
+
+
+def unknown_key_problem(values: Mapping[str, Any]) -> str | None:
+    """Why the keys of ``values`` cannot make a config (its ``plugins`` imported first): an unknown or badly typed
+    ``model``/``dataset``, or a key that neither the general fields nor that method or dataset declare; None if
+    there is nothing wrong with the keys."""
+    plugins = values.get("plugins", [])
+    check_value("plugins", plugins, list[str])
+    load_plugins(plugins)
+    for key in ("model", "dataset"):
+        check_value(key, values.get(key, _GENERAL[key].default), str)
+    names = {}
+    for key, registry in (("model", METHODS), ("dataset", DATASETS)):
+        name = values.get(key, _GENERAL[key].default)
+        try:
+            names[key] = registry[name].name
+        except ConfigError as err:
+            return f"{key}: {err}"
+    known = {*_GENERAL, *_names(METHODS[names["model"]].Options), *_names(DATASETS[names["dataset"]].Options)}
+    for key in values:
+        if key not in known:
+            return _unknown_key(key, names["model"], names["dataset"])
+    return None
 
 
 def _unknown_key(key: str, model: str, dataset: str) -> str:

@@ -24,10 +24,14 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pyromm.options import ConfigError
+from pyromm.config import unknown_key_problem
+from pyromm.datasets import DATASETS
+from pyromm.options import ConfigError, did_you_mean, option_names
 
 DATASET_KEYS = {"name": "dataset", "path": "data_path"}
 PATH_KEYS = ("data_path", "data_root", "cache_root")
+# General fields about the data, allowed in the [dataset] table beside the dataset's own options.
+DATA_FIELDS = ("data_root", "cache_root", "train_limit", "test_limit", "keep_probability", "train_complete_only")
 _POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
 
 
@@ -48,6 +52,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     elif dataset is not None:
         values["dataset"] = dataset
     _resolve_paths(path, values)
+    problem = unknown_key_problem(values)
+    if problem:
+        raise ConfigError(f"config file {path}: {problem}")
     return values
 
 
@@ -61,10 +68,16 @@ def _where(message: str) -> str:
 
 def _dataset_fields(path: Path, table: dict[str, Any]) -> dict[str, Any]:
     """The ``[dataset]`` table as ``RunConfig`` fields, ``path`` resolved against the config file's folder."""
+    name = table.get("name", "files" if "path" in table else None)
+    own = option_names(DATASETS[name].Options) if isinstance(name, str) and name in DATASETS else ()
+    dataset_keys = [*DATASET_KEYS, *DATA_FIELDS, *own]
     values: dict[str, Any] = {}
     for key, value in table.items():
-        if key in ("dataset", "data_path"):
-            raise ConfigError(f"config file {path}: in [dataset], write {key!r} as {'name' if key == 'dataset' else 'path'}")
+        if key in ("dataset", "data_path", "model") or key not in dataset_keys:
+            raise ConfigError(
+                f"config file {path}: unknown key {key!r} in [dataset]{did_you_mean(key, dataset_keys)}; its keys are "
+                f"name, path, the dataset's options and the data fields {', '.join(DATA_FIELDS)}"
+            )
         values[DATASET_KEYS.get(key, key)] = value
     if "data_path" in values:
         values.setdefault("dataset", "files")

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from pyromm.options import did_you_mean
+
 MMVM_CODE_MODELS = ("independent", "mmvm", "avg", "poe", "moe", "mopoe")
 MULTIVAE_MODELS = ("mopoe_reference", "mvae", "mvtcae", "jmvae", "mmvae", "mmvae_plus", "jnf", "jnf_shared")
 # Models whose unimodal posteriors are Gaussians N(μ, exp(log_var / 2)) (MMVAE and MMVAE+ use Laplace ones).
@@ -78,7 +80,7 @@ def unknown_reference(name: str) -> str | None:
     """The error message for a reference name that does not exist, else None."""
     if name in REFERENCES:
         return None
-    return f"unknown reference {name!r}; choose from {tuple(REFERENCES)}"
+    return f"unknown reference {name!r}; choose from {tuple(REFERENCES)}{did_you_mean(name, REFERENCES)}"
 
 
 def unsupported_model(name: str, model: str) -> str | None:

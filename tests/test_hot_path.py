@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from pyromm.config import RunConfig
+from method_options import for_method
 from pyromm.data import load_digits_multiview
 from pyromm.data.missing import drop_modalities
 from pyromm.infer import DReG, ELBOObjective, IWAE, RateELBO
@@ -25,7 +26,12 @@ from pyromm.train import Trainer
 from pyromm.train.trainer import as_objective
 
 SYNC_METHODS = ("item", "__bool__", "__float__", "__int__", "__index__", "tolist", "cpu", "numpy", "nonzero")
-TINY = dict(dataset="digits", latent_dim=4, hidden=[16], batch_size=16, flow_hidden=8, flow_blocks=1)
+TINY = dict(dataset="digits", latent_dim=4, hidden=[16], batch_size=16)
+
+
+def tiny_config(**settings) -> RunConfig:
+    """TINY with ``settings``, and small flows where the method has them."""
+    return RunConfig(**TINY, **settings, **for_method(settings["model"], flow_hidden=8, flow_blocks=1))
 
 # name -> RunConfig fields of every built-in objective
 OBJECTIVES = {
@@ -141,7 +147,7 @@ def syncs_in_step(model, objective, params, batch) -> Counter[str]:
 
 @pytest.mark.parametrize("name", list(OBJECTIVES))
 def test_no_sync_in_a_training_step(digits, name):
-    cfg = RunConfig(**{**TINY, **OBJECTIVES[name]})
+    cfg = tiny_config(**OBJECTIVES[name])
     model = build_model(cfg, digits.event_shapes)
     batch = digits.batch(slice(0, cfg.batch_size))
     for index, (objective, params) in enumerate(stage_objectives(cfg, model)):
@@ -157,7 +163,7 @@ def test_no_sync_in_a_step_of_the_generic_elbos(digits, elbo):
     """The generic ELBOs on a PoE model's programs: the general path of any program that follows the site
     conventions. (Pyro's own Trace_ELBO reads the loss on the host to warn about NaNs: RateELBO('mc') is the
     same objective without that.)"""
-    cfg = RunConfig(**{**TINY, "model": "poe"})
+    cfg = tiny_config(model="poe")
     model = build_model(cfg, digits.event_shapes)
     batch = digits.batch(slice(0, cfg.batch_size))
     assert syncs_in_step(model, ELBOObjective(elbo), list(model.parameters()), batch) == {}
@@ -165,7 +171,7 @@ def test_no_sync_in_a_step_of_the_generic_elbos(digits, elbo):
 
 @pytest.mark.parametrize("name", MASKED)
 def test_no_sync_in_a_training_step_on_incomplete_data(digits, name):
-    cfg = RunConfig(**{**TINY, **OBJECTIVES[name]})
+    cfg = tiny_config(**OBJECTIVES[name])
     data = drop_modalities(digits, 0.5, seed=0)
     batch = data.batch(slice(0, cfg.batch_size))
     assert not all(bool(m.all()) for m in batch.mask.values())
@@ -190,7 +196,7 @@ def test_trainer_syncs_per_window_not_per_step(digits):
     """An epoch of twice as many steps, inside one finiteness window, costs no more syncs."""
     Trainer.sync_every, default = 10**6, Trainer.sync_every
     try:
-        cfg = RunConfig(**{**TINY, **OBJECTIVES["mopoe"]})
+        cfg = tiny_config(**OBJECTIVES["mopoe"])
         short, long = syncs_in_fit(cfg, digits.subset(slice(0, 32))), syncs_in_fit(cfg, digits)
     finally:
         Trainer.sync_every = default
@@ -201,7 +207,7 @@ def test_step_logging_syncs_once_per_logged_step_only(digits, tmp_path):
     """Logging every 2nd step: an epoch of 4 steps logs one more step than one of 2, at the cost of one sync."""
     Trainer.sync_every, default = 10**6, Trainer.sync_every
     try:
-        cfg = RunConfig(**{**TINY, **OBJECTIVES["mopoe"]})
+        cfg = tiny_config(**OBJECTIVES["mopoe"])
         options = dict(log_every_steps=2, run_dir=tmp_path / "run", resume=False)
         short, long = (syncs_in_fit(cfg, digits.subset(slice(0, n)), **options) for n in (32, 64))
     finally:

@@ -318,15 +318,15 @@ def test_bad_inputs_are_named():
 # ----------------------------------------------------------------------------------------------- pyromm run
 
 TINY = dict(dataset="digits", num_views=2, latent_dim=4, hidden=[32], batch_size=64, train_limit=192, test_limit=64,
-            classifier_train_limit=192, classifier_epochs=1, eval_num_train=192, flow_hidden=16, projection_dim=6)
+            classifier_train_limit=192, classifier_epochs=1, eval_num_train=192, flow_hidden=16)
 
 
 @pytest.mark.parametrize(
     "settings",
     [
         dict(model="jnf", epochs=2),
-        dict(model="jnf_shared", epochs=3),
-        dict(model="jnf_shared", epochs=3, projector_objective="infonce", flow_context=True, val_fraction=0.25,
+        dict(model="jnf_shared", epochs=3, projection_dim=6),
+        dict(model="jnf_shared", epochs=3, projection_dim=6, projector_objective="infonce", flow_context=True, val_fraction=0.25,
              restore_best=True),
     ],
 )

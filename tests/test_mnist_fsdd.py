@@ -110,7 +110,8 @@ def test_run_builds_spectrogram_nets_for_sound_and_per_modality_likelihoods():
     assert image.decoder(torch.randn(2, 4)).shape == (2, 1, 28, 28)
     with pytest.raises(ConfigError, match="unknown modality 'audio'"):
         build_modalities(cfg.replace(modality_likelihoods={"audio": "normal"}), {"image": (1, 28, 28)})
-    with pytest.raises(ConfigError, match="sound_missing_max needs dataset 'mnist_fsdd'"):
+    with pytest.raises(ConfigError, match="'sound_missing_max' is an option of dataset mnist_fsdd, not of model 'mmvm' "
+                                          "or dataset 'digits'"):
         RunConfig(dataset="digits", sound_missing_max=0.5)
 
 

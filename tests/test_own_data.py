@@ -298,7 +298,7 @@ def test_toml_syntax_error_names_file_line_and_column(tmp_path, capsys):
 
 def test_unknown_keys_name_the_file(tmp_path):
     path = write_toml(tmp_path, "epocs = 3\n")
-    with pytest.raises(ConfigError, match=re.escape(f"config file {path}: unknown key 'epocs'")):
+    with pytest.raises(ConfigError, match=re.escape(f"config file {path}: unknown config key 'epocs' (did you mean 'epochs'?)")):
         read_config_file(path)
     path = write_toml(tmp_path, "[dataset]\npath = 'own.npz'\nformat = 'npz'\n")
     with pytest.raises(ConfigError, match=re.escape(f"config file {path}: unknown key 'format' in [dataset]")):

@@ -71,7 +71,7 @@ def test_evaluation_writes_metrics_and_plots(tmp_path):
         ({"alpha": 1.5}, "alpha must lie in"),
         ({"latent_dim": "8"}, "latent_dim has type str"),
         ({"dataset": "cifar"}, "unknown dataset 'cifar'; datasets are digits, "),
-        ({"num_views": 7}, "num_views must lie in 1..5"),
+        ({"num_views": 7}, r"num_views must be one of \(1, 2, 3, 4, 5\), got 7"),
     ],
 )
 def test_bad_configs_name_the_field(changes, message):

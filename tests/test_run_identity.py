@@ -8,6 +8,7 @@ import torch
 
 from pyromm.cli import main
 from pyromm.config import RunConfig
+from method_options import for_method
 from pyromm.identity import IDENTITY_FILE, RunIdentity, RunIdentityError, config_hash
 from pyromm.run import train
 from pyromm.train import CheckpointError, CheckpointMismatchError, Trainer, load_checkpoint, model_signature
@@ -19,7 +20,9 @@ ADVICE = "use another run directory, or start afresh with resume='never' (pyromm
 
 
 def cfg(**changes) -> RunConfig:
-    return RunConfig(**{**TINY, "model": "mmvm", **changes})
+    """TINY, MMVM by default, α a constant 0 where the method has one."""
+    settings = {**TINY, "model": "mmvm", **changes}
+    return RunConfig(**settings, **for_method(settings["model"], alpha=0.0))
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +63,11 @@ def test_run_directory_and_checkpoints_carry_the_identity(runs):
     "source, differences",
     [
         ("other_model", 'model.conditional_prior: "standard_normal" in the checkpoint, "MMVMPrior(alpha=0.0)" now; '
+                        'run.alpha: absent in the checkpoint, 0.0 now; '
+                        'run.alpha_anneal_epochs: absent in the checkpoint, null now; '
+                        'run.alpha_schedule: absent in the checkpoint, null now; '
                         'run.model: "independent" in the checkpoint, "mmvm" now; '
+                        'run.rate: "analytic" in the checkpoint, "jensen" now; '
                         'trainer.schedules.alpha.kind: absent in the checkpoint, "constant" now; '
                         'trainer.schedules.alpha.value: absent in the checkpoint, 0.0 now'),
         ("other_seed_beta", "run.beta: 4.0 in the checkpoint, 1.0 now; run.seed: 99 in the checkpoint, 0 now; "
@@ -99,7 +106,9 @@ def test_python_trainer_on_another_experiments_directory_is_refused(runs, tmp_pa
     assert str(err.value) == (
         f"run directory {run} holds another experiment: "
         'model.conditional_prior: "MMVMPrior(alpha=0.0)" in the run, "standard_normal" now; '
-        'run.model: "mmvm" in the run, "independent" now; '
+        'run.alpha: 0.0 in the run, absent now; run.alpha_anneal_epochs: null in the run, absent now; '
+        'run.alpha_schedule: null in the run, absent now; run.model: "mmvm" in the run, "independent" now; '
+        'run.rate: "jensen" in the run, "analytic" now; '
         'trainer.schedules.alpha.kind: "constant" in the run, absent now; '
         f"trainer.schedules.alpha.value: 0.0 in the run, absent now; {ADVICE}"
     )

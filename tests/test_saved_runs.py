@@ -12,6 +12,7 @@ import torch
 import pyromm
 from pyromm.cli import main
 from pyromm.config import ConfigError, RunConfig
+from method_options import for_method
 from pyromm.data.own import DtypeWarning, load_files
 from pyromm.infer import ELBOObjective, RateELBO
 from pyromm.likelihoods import Bernoulli, Normal
@@ -135,7 +136,7 @@ def test_cli_runs_of_every_family_load_with_their_weights(tmp_path, model):
     from pyromm.run import train
 
     cfg = RunConfig(model=model, epochs=2, train_limit=64, test_limit=8, batch_size=32, latent_dim=4, hidden=[16],
-                    num_importance_samples=2, flow_hidden=8, flow_blocks=1)
+                    **for_method(model, num_importance_samples=2, flow_hidden=8, flow_blocks=1))
     trained, *_ = train(cfg, tmp_path, progress=False)
     loaded = pyromm.load(tmp_path)
     assert loaded.config == cfg and type(loaded.model) is type(trained)

@@ -8,11 +8,17 @@ import torch
 from pyro.infer import SVI
 
 from pyromm.config import RunConfig
+from method_options import for_method
 from pyromm.methods import METHODS
 from pyromm.data import load_digits_multiview
 from pyromm.run import build_elbo, build_model, build_objective
 
-TINY = dict(dataset="digits", latent_dim=4, hidden=[16], batch_size=16, flow_hidden=8, flow_blocks=1)
+TINY = dict(dataset="digits", latent_dim=4, hidden=[16], batch_size=16)
+
+
+def tiny_config(**settings) -> RunConfig:
+    """TINY with ``settings``, and small flows where the method has them."""
+    return RunConfig(**TINY, **settings, **for_method(settings["model"], flow_hidden=8, flow_blocks=1))
 EXTRA = {"mmvae": {"num_importance_samples": 3}, "mmvae_plus": {"estimator": "dreg", "num_importance_samples": 2}}
 
 
@@ -23,7 +29,7 @@ def digits():
 
 @pytest.mark.parametrize("name", METHODS.names())
 def test_svi_trains_the_model_and_its_loss_is_the_trainers(digits, name):
-    cfg = RunConfig(**{**TINY, "model": name, **EXTRA.get(name, {})})
+    cfg = tiny_config(model=name, **EXTRA.get(name, {}))
     model = build_model(cfg, digits.event_shapes)
     batch = digits.batch(slice(0, cfg.batch_size))
     hyper = {"beta": 1.0}
