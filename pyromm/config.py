@@ -102,8 +102,8 @@ class RunConfig:
     test_drop_last: bool | None = option(None, "evaluate on the first ⌊N/64⌋·64 test samples (MMVM code)")
     dreg_detach: str | None = option(None, "MMVAE+ DReG: 'proper' or the official code's 'reference' estimator",
                                      choices=("proper", "reference"))
-    coherence_classifier: str | None = option(None, "image coherence classifiers: 'cnn' for classifier_epochs, or the "
-                                              "MMVM code's 'resnet' (10 epochs, Adam 1e-3, batch 256)",
+    coherence_classifier: str | None = option(None, "image coherence classifiers: 'cnn' (classifier_epochs) or the MMVM "
+                                              "code's 'resnet' (always 10 epochs, Adam 1e-3, batch 256)",
                                               choices=("cnn", "resnet"))
     rats_split: str | None = option(None, "rats: 'held_out' (a fifth of each odour's trials tested) or 'all' (train = "
                                     "test = every sample, MMVM code)", choices=("held_out", "all"))
