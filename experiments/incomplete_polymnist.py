@@ -23,8 +23,10 @@ from pyromm.sweep import (
 # --quick: the CPU setting of polymnist_table3.py (MLP 512-512, Normal(σ = 0.25), 2 epochs over the kept samples).
 QUICK = dict(network="mlp", hidden=[512, 512], latent_dim=32, likelihood="normal", likelihood_scale=0.25, epochs=2,
              batch_size=128, lr=1e-3, test_limit=1000, classifier_epochs=3, eval_num_train=10000, num_views=5)
+# One coherence oracle for every model of the table: pyromm's CNN, also for MMVM, whose mmvm-code mode would give it
+# the MMVM code's ResNet classifiers (docs/reference_differences.md, row 11).
 PAPER = dict(network="resnet", latent_dim=512, epochs=300, batch_size=256, lr=1e-3, classifier_epochs=10,
-             checkpoint_every=5, num_views=5)
+             checkpoint_every=5, num_views=5, coherence_classifier="cnn")
 MODELS = {"mvae": dict(num_random_subsets=3), "mmvae": dict(num_importance_samples=10), "mopoe_reference": {},
           "mvtcae": dict(alpha=5 / 6, beta=2.5), "mmvm": dict(alpha=0.0), "jmvae": dict(kl_warmup_epochs=2)}
 COMPLETE_ONLY = {"jmvae"}

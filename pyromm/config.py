@@ -102,6 +102,13 @@ class RunConfig:
     test_drop_last: bool | None = option(None, "evaluate on the first ⌊N/64⌋·64 test samples (MMVM code)")
     dreg_detach: str | None = option(None, "MMVAE+ DReG: 'proper' or the official code's 'reference' estimator",
                                      choices=("proper", "reference"))
+    coherence_classifier: str | None = option(None, "image coherence classifiers: 'cnn' (classifier_epochs) or the MMVM "
+                                              "code's 'resnet' (always 10 epochs, Adam 1e-3, batch 256)",
+                                              choices=("cnn", "resnet"))
+    rats_split: str | None = option(None, "rats: 'held_out' (a fifth of each odour's trials tested) or 'all' (train = "
+                                    "test = every sample, MMVM code)", choices=("held_out", "all"))
+    posterior_head: str | None = option(None, "rats encoders' second head: 'log_var' (σ = exp(h/2) + floor) or the MMVM "
+                                        "code's 'log_std' (σ = exp(h) + 1e-6)", choices=("log_var", "log_std"))
 
     def __init__(self, **values: Any) -> None:
         problem = unknown_key_problem(values)
@@ -145,11 +152,14 @@ class RunConfig:
         ``reference`` mode's value for this model, else pyromm's default (docs/reference_differences.md)."""
         if option not in references.OPTIONS:
             raise ConfigError(f"{option!r} is not a reference-difference option; options are {tuple(references.OPTIONS)}")
-        return references.resolve(option, getattr(self, option), self.reference, self.model)
+        return references.resolve(option, getattr(self, option), self.reference, self.model, self.dataset)
 
     def reference_settings(self) -> dict[str, Any]:
-        """The reference-difference options whose value here differs from pyromm's default: option -> value."""
+        """The reference-difference options whose value here differs from pyromm's default and is used: option ->
+        value (the log_std head, σ = exp(h) + 1e-6, uses no posterior_scale_floor)."""
         settings = {option: self.setting(option) for option in references.OPTIONS}
+        if settings["posterior_head"] == "log_std":
+            del settings["posterior_scale_floor"]
         return {k: v for k, v in settings.items() if v != references.OPTIONS[k].default}
 
     def validate(self) -> None:
@@ -210,12 +220,15 @@ class RunConfig:
         for option_name, difference in references.OPTIONS.items():
             value = getattr(self, option_name)
             if value is not None and value != difference.default:
-                message = references.misapplied_option(option_name, self.model)
+                message = references.misapplied_option(option_name, self.model, self.dataset)
                 if message:
                     raise ConfigError(message)
         floor = self.posterior_scale_floor
         if floor is not None and not floor >= 0:
             raise ConfigError(f"posterior_scale_floor must be a finite number >= 0, got {floor}")
+        if floor is not None and self.setting("posterior_head") == "log_std":
+            raise ConfigError("posterior_scale_floor does not apply with posterior_head='log_std' (σ = exp(h) + 1e-6, "
+                              "the MMVM rats code's own); leave it unset, or set posterior_head='log_var'")
         if self.latent_max_iter is not None and self.latent_max_iter < 1:
             raise ConfigError(f"latent_max_iter must be >= 1, got {self.latent_max_iter}")
 

@@ -45,12 +45,17 @@ REFERENCES: dict[str, Reference] = {
 @dataclass(frozen=True)
 class Difference:
     """One row of the table: ``option`` (a RunConfig field) is ``default`` in pyromm and ``values[r]`` in
-    reference r; it applies to ``models`` only."""
+    reference r; it applies to ``models`` only, and to ``datasets`` only (None: every dataset)."""
 
     option: str
     default: Any
     models: tuple[str, ...]
     values: Mapping[str, Any] = field(default_factory=dict)
+    datasets: tuple[str, ...] | None = None
+
+    def applies_to(self, model: str, dataset: str) -> bool:
+        """Whether the row concerns ``model`` trained on ``dataset``."""
+        return model in self.models and (self.datasets is None or dataset in self.datasets)
 
 
 DIFFERENCES: tuple[Difference, ...] = (
@@ -70,6 +75,12 @@ DIFFERENCES: tuple[Difference, ...] = (
     Difference("jnf_subset_sampler", "adaptive", ("jnf", "jnf_shared"), {"multivae": "reference"}),
     # optimiser: Adam with amsgrad
     Difference("amsgrad", False, ("mmvae", "mmvae_plus"), {"mmvae-code": True, "mmvaeplus-code": True}),
+    # coherence classifiers of image modalities: the MMVM code's ResNet, 10 epochs, Adam 1e-3, batches of 256
+    Difference("coherence_classifier", "cnn", EVERY_MODEL, {"mmvm-code": "resnet"}),
+    # rats: no train/test split, the model trains and is scored on every sample
+    Difference("rats_split", "held_out", EVERY_MODEL, {"mmvm-code": "all"}, datasets=("rats",)),
+    # rats encoders: the second head is log σ, σ = exp(h) + 1e-6
+    Difference("posterior_head", "log_var", MMVM_CODE_MODELS, {"mmvm-code": "log_std"}, datasets=("rats",)),
 )
 OPTIONS = {d.option: d for d in DIFFERENCES}
 # The MMVM code's evaluation batch size; its evaluation loader drops the last, incomplete batch.
@@ -95,18 +106,22 @@ def unsupported_model(name: str, model: str) -> str | None:
     )
 
 
-def misapplied_option(option: str, model: str) -> str | None:
-    """The error message when ``option`` is set explicitly for a model it does not apply to, else None."""
-    models = OPTIONS[option].models
-    return None if model in models else f"{option} applies to models {models}, not to {model!r}; leave it unset"
+def misapplied_option(option: str, model: str, dataset: str) -> str | None:
+    """The error message when ``option`` is set explicitly for a model or dataset it does not apply to, else None."""
+    difference = OPTIONS[option]
+    if model not in difference.models:
+        return f"{option} applies to models {difference.models}, not to {model!r}; leave it unset"
+    if not difference.applies_to(model, dataset):
+        return f"{option} applies to datasets {difference.datasets}, not to {dataset!r}; leave it unset"
+    return None
 
 
-def resolve(option: str, explicit: Any, reference: str | None, model: str) -> Any:
-    """The value of ``option``: ``explicit`` when set, else the reference's value for a model the row applies
-    to, else pyromm's default."""
+def resolve(option: str, explicit: Any, reference: str | None, model: str, dataset: str) -> Any:
+    """The value of ``option``: ``explicit`` when set, else the reference's value for a model and dataset the row
+    applies to, else pyromm's default."""
     if explicit is not None:
         return explicit
     difference = OPTIONS[option]
-    if reference is not None and model in difference.models and reference in difference.values:
+    if reference is not None and difference.applies_to(model, dataset) and reference in difference.values:
         return difference.values[reference]
     return difference.default

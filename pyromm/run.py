@@ -75,10 +75,12 @@ def _limit(dataset: MultimodalDataset, limit: int | None) -> MultimodalDataset:
 
 def build_model(cfg: RunConfig, event_shapes: EventShapes) -> nn.Module:
     """The model of ``cfg.model`` (``METHODS[cfg.model].model``) on the networks of the config, seeded by ``seed``,
-    its Gaussian posteriors' scale floor ``posterior_scale_floor`` (docs/reference_differences.md)."""
+    its Gaussian posteriors' scale floor ``posterior_scale_floor`` and encoder head ``posterior_head``
+    (docs/reference_differences.md)."""
     torch.manual_seed(cfg.seed)
     model = METHODS[cfg.model].model(cfg, event_shapes)
     model.scale_floor = cfg.setting("posterior_scale_floor")
+    model.posterior_head = cfg.setting("posterior_head")
     return model
 
 
@@ -158,15 +160,20 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, resume:
 
 
 def classifier_cache(cfg: RunConfig) -> tuple[Path, str]:
-    """The cache folder and key of the coherence classifiers of ``cfg``'s data (``Dataset.cache_key``)."""
+    """The cache folder and key of the coherence classifiers of ``cfg``'s data (``Dataset.cache_key``) and
+    recipe (``-resnet`` for the ResNet image classifiers of ``coherence_classifier``)."""
     seed = cfg.seed if DATASETS[cfg.dataset].seeded else 0
     key = f"{DATASETS[cfg.dataset].cache_key(cfg)}-seed{seed}-n{cfg.classifier_train_limit}-e{cfg.classifier_epochs}"
+    if cfg.setting("coherence_classifier") == "resnet":
+        key += "-resnet"
     return cache_root(cfg.cache_root) / "classifiers" / key, key
 
 
 def coherence_classifiers(cfg: RunConfig) -> tuple[dict[str, torch.nn.Module], dict[str, float]]:
     """The coherence classifiers of ``cfg``'s dataset and their test accuracies, trained on
-    ``classifier_train_limit`` training samples (all by default) or loaded from the cache of an earlier run."""
+    ``classifier_train_limit`` training samples (all by default) or loaded from the cache of an earlier run; image
+    modalities get the ``coherence_classifier`` architecture (the ResNets train the MMVM code's 10 epochs, not
+    ``classifier_epochs``)."""
     cache_dir, key = classifier_cache(cfg)
     dataset = DATASETS[cfg.dataset]
     clf_train, clf_test = dataset.load(cfg.replace(train_limit=cfg.classifier_train_limit, test_limit=None))
@@ -174,6 +181,7 @@ def coherence_classifiers(cfg: RunConfig) -> tuple[dict[str, torch.nn.Module], d
     return train_modality_classifiers(
         clf_train, clf_test, epochs=cfg.classifier_epochs, device=cfg.device, seed=0, cache_dir=cache_dir, cache_key=key,
         spectrograms=[name for name in clf_train.modalities if name in dataset.spectrogram_modalities],
+        image=cfg.setting("coherence_classifier"),
     )
 
 

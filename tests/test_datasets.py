@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from pyromm.cli import main
+from pyromm.config import RunConfig
 from pyromm.data import load_digits_multiview, load_shapes
 from pyromm.data import celeba as celeba_files
 from pyromm.data import mnist_svhn as mnist_svhn_files
@@ -114,7 +115,7 @@ def test_rats_num_views_takes_the_first_rats(tmp_path: Path) -> None:
         info[:, 3] = np.arange(20) % 4 + 1  # 5 trials of each odour
         np.save(info_path, info)
         np.save(spike_path, np.random.default_rng(0).poisson(1.0, (20, NEURONS[rat], 300)).astype(np.int16))
-    train, test = DATASETS["rats"].load(config(DATASETS["rats"], num_views=2, data_root=str(tmp_path)))
+    train, test = DATASETS["rats"].load(RunConfig(model="mmvm", dataset="rats", num_views=2, data_root=str(tmp_path)))
     assert train.modalities == ["barat", "buchanan"]
     assert_same(train, load_rats(tmp_path, "train", rats=RATS[:2]))
     assert_same(test, load_rats(tmp_path, "test", rats=RATS[:2]))

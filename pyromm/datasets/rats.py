@@ -27,9 +27,18 @@ class Rats(PublishedFormat):
     Options = RatsOptions
 
     def load(self, cfg: RunConfig) -> tuple[MultimodalDataset, MultimodalDataset]:
+        """A fifth of each odour's paired trials held out for testing (seed 0), or with ``rats_split='all'`` (the
+        MMVM code) every sample as both train and test split."""
         rats = RATS[: cfg.num_views]
+        if cfg.setting("rats_split") == "all":
+            every = load_rats(cfg.data_root, "all", rats=rats)
+            return every, every
         train, test = (load_rats(cfg.data_root, split, rats=rats) for split in ("train", "test"))
         return train, test
+
+    def cache_key(self, cfg: RunConfig) -> str:
+        """The name and options, then ``-split_all`` where the classifiers train on every sample."""
+        return super().cache_key(cfg) + ("-split_all" if cfg.setting("rats_split") == "all" else "")
 
 
 register_dataset(Rats())

@@ -13,7 +13,10 @@ from torch import Tensor, nn
 from pyromm.data.dataset import MultimodalDataset
 from pyromm.files import write_bytes, write_json
 from pyromm.models.joint_sampling import evaluating
-from pyromm.nn.classifiers import classifier_for
+from pyromm.nn.classifiers import ResNetClassifier, classifier_for
+
+# The MMVM code's recipe for its ResNet image classifiers: Adam with lr 1e-3, batches of 256, 10 epochs.
+RESNET_EPOCHS, RESNET_BATCH_SIZE, RESNET_LR = 10, 256, 1e-3
 
 
 def class_labels(dataset: MultimodalDataset) -> Tensor:
@@ -80,12 +83,15 @@ def train_modality_classifiers(
     cache_dir: str | Path | None = None,
     cache_key: str | None = None,
     spectrograms: Sequence[str] = (),
+    image: str = "cnn",
 ) -> tuple[dict[str, nn.Module], dict[str, float]]:
     """One classifier per modality, trained on the observed samples of that modality with their labels.
 
-    Architecture: ``classifier_for(event_shape, num_classes, input_classes, spectrogram)`` — the modalities named in
-    ``spectrograms`` ((1, F, T) data) get a SpectrogramClassifier, integer (class-index) data an MLP on one-hot
-    inputs, (C, H, W) data an ImageClassifier, anything else an MLP on the flattened values.
+    Architecture: ``classifier_for(event_shape, num_classes, input_classes, spectrogram, image)`` — the modalities
+    named in ``spectrograms`` ((1, F, T) data) get a SpectrogramClassifier, integer (class-index) data an MLP on
+    one-hot inputs, (C, H, W) data an ImageClassifier (``image='cnn'``) or a ResNetClassifier (``image='resnet'``),
+    anything else an MLP on the flattened values. Each trains with Adam for ``epochs`` epochs of ``batch_size`` at
+    ``lr``, except the ResNets: the MMVM code's 10 epochs of 256 at lr 1e-3 (``RESNET_*``).
 
     With ``cache_dir`` the weights are saved to ``classifier_<name>.pt`` (a state dict) next to a JSON sidecar
     ``classifier_<name>.json`` holding the architecture, the test accuracy and ``cache_key``; a later call with the
@@ -102,7 +108,7 @@ def train_modality_classifiers(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed + index)
             classifier = classifier_for(
-                event_shape, num_classes, _input_classes(dataset_train, dataset_test, name), name in spectrograms
+                event_shape, num_classes, _input_classes(dataset_train, dataset_test, name), name in spectrograms, image
             )
         classifier.to(device)
         loaded = _load_cached(classifier, cache, name, cache_key, device)
@@ -111,7 +117,11 @@ def train_modality_classifiers(
         else:
             generator = torch.Generator().manual_seed(seed + index)
             train = modality_dataset(dataset_train, name).to(device)
-            fit_classifier(classifier, train, name, epochs=epochs, batch_size=batch_size, lr=lr, generator=generator)
+            if isinstance(classifier, ResNetClassifier):
+                recipe = {"epochs": RESNET_EPOCHS, "batch_size": RESNET_BATCH_SIZE, "lr": RESNET_LR}
+            else:
+                recipe = {"epochs": epochs, "batch_size": batch_size, "lr": lr}
+            fit_classifier(classifier, train, name, generator=generator, **recipe)
             accuracies[name] = classifier_accuracy(classifier, dataset_test.to(device), name, batch_size)
             if cache is not None:
                 _save_cached(classifier, cache, name, cache_key, accuracies[name])

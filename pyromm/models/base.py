@@ -24,7 +24,9 @@ class MultimodalNetworks(nn.Module):
 
     ``posterior='normal'``: q_m = N(loc, diag σ²) with σ = exp(log_var / 2) + ``scale_floor`` from the
     encoder's ``(loc, log_var)``. ``scale_floor`` is an attribute, 1e-6 by default (it keeps σ > 0 where exp
-    underflows); 0 gives the references' σ = exp(log_var / 2).
+    underflows); 0 gives the references' σ = exp(log_var / 2). With the attribute ``posterior_head = 'log_std'``
+    the second output is read as log σ instead: σ = exp(log_std) + 1e-6 (the MMVM rats code's encoders, their 1e-6
+    included; ``scale_floor`` is then unused).
     ``posterior='laplace'``: q_m = Laplace(loc, s) with s = softmax(second output)·D + 1e-6, the scale
     constraint of MMVAE/MMVAE+ (their 1e-6 included).
     """
@@ -46,6 +48,7 @@ class MultimodalNetworks(nn.Module):
         self.latent_dim = int(latent_dim)
         self.posterior = posterior
         self.scale_floor = MIN_SCALE
+        self.posterior_head = "log_var"
 
     @property
     def device(self) -> torch.device:
@@ -120,6 +123,8 @@ class MultimodalNetworks(nn.Module):
         if self.posterior == "laplace":
             scale = torch.softmax(second, dim=-1) * second.shape[-1] + MIN_SCALE
             return dist.Laplace(loc, scale, validate_args=False).to_event(1)
+        if self.posterior_head == "log_std":
+            return dist.Normal(loc, torch.exp(second) + MIN_SCALE, validate_args=False).to_event(1)
         return dist.Normal(loc, torch.exp(0.5 * second) + self.scale_floor, validate_args=False).to_event(1)
 
     def decode(self, name: str, z: Tensor) -> dist.TorchDistribution:

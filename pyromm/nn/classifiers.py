@@ -5,6 +5,11 @@ import math
 from typing import Sequence
 
 from torch import Tensor, nn
+from torch.nn import functional as F
+
+from pyromm.nn.polymnist import LEAKY_SLOPE, resnet_features
+
+IMAGE_CLASSIFIERS = ("cnn", "resnet")
 
 
 class ImageClassifier(nn.Module):
@@ -46,6 +51,31 @@ class ImageClassifier(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x.float()))
+
+    def config(self) -> dict:
+        """Constructor arguments (JSON-able) that rebuild this architecture."""
+        return {"type": type(self).__name__, **self.args}
+
+
+class ResNetClassifier(nn.Module):
+    """The MMVM code's PolyMNIST classifier: the features of the PolyMNIST ResNet encoder
+    (:func:`pyromm.nn.polymnist.resnet_features`), then LeakyReLU(0.2) and one linear layer to the logits.
+
+    Input ``(N, in_channels, H, W)``, any H, W (28 → 7 after the two pools, as in the reference); output
+    ``(N, num_classes)``.
+    """
+
+    def __init__(self, in_channels: int, image_size: int | Sequence[int], num_classes: int = 10) -> None:
+        super().__init__()
+        height, width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+        self.args = {"in_channels": int(in_channels), "image_size": [int(height), int(width)],
+                     "num_classes": int(num_classes)}
+        self.features = resnet_features(in_channels)
+        pooled = math.ceil(math.ceil(height / 2) / 2) * math.ceil(math.ceil(width / 2) / 2)
+        self.head = nn.Linear(256 * pooled, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(F.leaky_relu(self.features(x.float()), LEAKY_SLOPE))
 
     def config(self) -> dict:
         """Constructor arguments (JSON-able) that rebuild this architecture."""
@@ -117,23 +147,38 @@ class SpectrogramClassifier(nn.Module):
         return {"type": type(self).__name__, **self.args}
 
 
-CLASSIFIERS = {cls.__name__: cls for cls in (ImageClassifier, MLPClassifier, SpectrogramClassifier)}
+CLASSIFIERS = {cls.__name__: cls for cls in (ImageClassifier, ResNetClassifier, MLPClassifier, SpectrogramClassifier)}
 
 
 def classifier_for(
-    event_shape: Sequence[int], num_classes: int, input_classes: int | None = None, spectrogram: bool = False
+    event_shape: Sequence[int],
+    num_classes: int,
+    input_classes: int | None = None,
+    spectrogram: bool = False,
+    image: str = "cnn",
 ) -> nn.Module:
     """A SpectrogramClassifier for ``spectrogram`` data ``(1, F, T)``, an MLPClassifier on one-hot inputs for
-    integer data with ``input_classes`` categories, an ImageClassifier for ``(C, H, W)`` events large enough to
-    pool, an MLPClassifier on the flattened data otherwise."""
+    integer data with ``input_classes`` categories, for ``(C, H, W)`` events large enough to pool an
+    ImageClassifier (``image='cnn'``) or a ResNetClassifier (``image='resnet'``), an MLPClassifier on the flattened
+    data otherwise."""
+    if image not in IMAGE_CLASSIFIERS:
+        raise ValueError(f"image classifier must be one of {IMAGE_CLASSIFIERS}, got {image!r}")
     event_shape = tuple(int(s) for s in event_shape)
     if spectrogram:
         if len(event_shape) != 3 or event_shape[0] != 1:
             raise ValueError(f"a spectrogram classifier needs event shape (1, F, T), got {event_shape}")
         return SpectrogramClassifier(event_shape[1], num_classes)
-    if input_classes is None and len(event_shape) == 3 and min(event_shape[1:]) >= 4:
+    if is_image(event_shape, input_classes):
+        if image == "resnet":
+            return ResNetClassifier(event_shape[0], event_shape[1:], num_classes)
         return ImageClassifier(event_shape[0], event_shape[1:], num_classes)
     return MLPClassifier(math.prod(event_shape), num_classes, input_classes=input_classes)
+
+
+def is_image(event_shape: Sequence[int], input_classes: int | None = None) -> bool:
+    """Whether non-spectrogram data of ``event_shape`` get an image classifier: ``(C, H, W)`` with H, W >= 4, not
+    class indices."""
+    return input_classes is None and len(event_shape) == 3 and min(event_shape[1:]) >= 4
 
 
 def classifier_from_config(cfg: dict) -> nn.Module:

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 IMAGE_SHAPE = (3, 28, 28)
-_SLOPE = 0.2
+LEAKY_SLOPE = 0.2
 _RESIDUAL_SCALE = 0.1
 
 
@@ -37,9 +37,23 @@ class ResidualBlock(nn.Module):
         self.shortcut = nn.Conv2d(c_in, c_out, 1, bias=False) if c_in != c_out else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
-        dx = self.conv_0(F.leaky_relu(x, _SLOPE))
-        dx = self.conv_1(F.leaky_relu(dx, _SLOPE))
+        dx = self.conv_0(F.leaky_relu(x, LEAKY_SLOPE))
+        dx = self.conv_1(F.leaky_relu(dx, LEAKY_SLOPE))
         return self.shortcut(x) + _RESIDUAL_SCALE * dx
+
+
+def resnet_features(in_channels: int) -> nn.Sequential:
+    """conv3x3 in_channels->64, block 64->64, avgpool, block 64->128, avgpool, block 128->256, flatten:
+    ``(N, in_channels, H, W) -> (N, 256 * ceil(H/4) * ceil(W/4))`` (``256*7*7`` at 28x28)."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, 64, 3, padding=1),
+        ResidualBlock(64, 64),
+        nn.AvgPool2d(3, stride=2, padding=1),
+        ResidualBlock(64, 128),
+        nn.AvgPool2d(3, stride=2, padding=1),
+        ResidualBlock(128, 256),
+        nn.Flatten(),
+    )
 
 
 class PolyMNISTResNetEncoder(nn.Module):
@@ -47,15 +61,7 @@ class PolyMNISTResNetEncoder(nn.Module):
 
     def __init__(self, latent_dim: int = 512, in_channels: int = 3) -> None:
         super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 64, 3, padding=1),
-            ResidualBlock(64, 64),
-            nn.AvgPool2d(3, stride=2, padding=1),
-            ResidualBlock(64, 128),
-            nn.AvgPool2d(3, stride=2, padding=1),
-            ResidualBlock(128, 256),
-            nn.Flatten(),
-        )
+        self.features = resnet_features(in_channels)
         self.loc = nn.Linear(256 * 7 * 7, latent_dim)
         self.log_var = nn.Linear(256 * 7 * 7, latent_dim)
 
@@ -77,7 +83,7 @@ class PolyMNISTResNetDecoder(nn.Module):
             ResidualBlock(128, 64),
             nn.Upsample(scale_factor=2),
             ResidualBlock(64, 64),
-            nn.LeakyReLU(_SLOPE),
+            nn.LeakyReLU(LEAKY_SLOPE),
             nn.Conv2d(64, out_channels, 3, padding=1),
         )
 
