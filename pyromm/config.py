@@ -102,6 +102,9 @@ class RunConfig:
     test_drop_last: bool | None = option(None, "evaluate on the first ⌊N/64⌋·64 test samples (MMVM code)")
     dreg_detach: str | None = option(None, "MMVAE+ DReG: 'proper' or the official code's 'reference' estimator",
                                      choices=("proper", "reference"))
+    latent_probe_features: str | None = option(None, "latent probe trained on means of the 'final' weights, or recorded "
+                                               "at the last epoch's first steps ('training_epoch', MMVM code)",
+                                               choices=("final", "training_epoch"))
 
     def __init__(self, **values: Any) -> None:
         plugins = values.get("plugins", [])
@@ -227,6 +230,14 @@ class RunConfig:
             raise ConfigError(f"posterior_scale_floor must be a finite number >= 0, got {floor}")
         if self.latent_max_iter is not None and self.latent_max_iter < 1:
             raise ConfigError(f"latent_max_iter must be >= 1, got {self.latent_max_iter}")
+        if self.setting("latent_probe_features") == "training_epoch" and (
+            self.restore_best or self.early_stopping_patience is not None
+        ):
+            raise ConfigError(
+                "latent_probe_features='training_epoch' records the probe's features during the last scheduled epoch, "
+                "so the evaluated weights must be that epoch's: turn off restore_best and early_stopping_patience, or "
+                "set latent_probe_features='final'"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """The general fields, then the method's and the dataset's options: what ``from_dict`` rebuilds from."""

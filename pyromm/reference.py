@@ -68,6 +68,8 @@ DIFFERENCES: tuple[Difference, ...] = (
     Difference("jnf_subset_sampler", "adaptive", ("jnf", "jnf_shared"), {"multivae": "reference"}),
     # optimiser: Adam with amsgrad
     Difference("amsgrad", False, ("mmvae", "mmvae_plus"), {"mmvae-code": True, "mmvaeplus-code": True}),
+    # latent linear probe: trained on the encoder means of the last epoch's first ⌈eval_num_train/B⌉ training steps
+    Difference("latent_probe_features", "final", MMVM_CODE_MODELS, {"mmvm-code": "training_epoch"}),
 )
 OPTIONS = {d.option: d for d in DIFFERENCES}
 # The MMVM code's evaluation batch size; its evaluation loader drops the last, incomplete batch.

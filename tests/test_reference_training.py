@@ -4,16 +4,30 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
+import pytest
 import torch
+from sklearn.linear_model import LogisticRegression
 from torch import nn
 
+from pyromm import run as run_module
+from pyromm.config import ConfigError, RunConfig
 from pyromm.data import MultimodalDataset
 from pyromm.distributions import maf
-from pyromm.infer import jnf_stages
+from pyromm.evaluation import encoder_means
+from pyromm.evaluation.training_features import (
+    TRAINING_FEATURES_FILE,
+    TrainingEpochMeans,
+    TrainingFeaturesError,
+    read_training_features,
+)
+from pyromm.infer import SubsetHMC, jnf_stages
 from pyromm.likelihoods import Laplace
 from pyromm.models import JNF, JointEncoder, Modality
-from pyromm.infer import SubsetHMC
+from pyromm.provenance import latest_source
+from pyromm.run import evaluate_run, train
 from pyromm.train import Trainer
+from pyromm.train.callbacks import Callback
 
 D, DIM, EMB, N = 3, 5, 4, 16
 NAMES = ("a", "b")
@@ -109,3 +123,114 @@ def test_multivae_jnf_freezes_the_joint_encoder_before_backward_so_its_first_flo
         if not torch.equal(after[key], value):
             moved.add(key.split(".")[0])
     assert moved == {"encoders", "flows"}
+
+
+# --- row 10: the MMVM code's latent probe features ----------------------------------------------------------------
+
+
+class WeightsAfterEachStep(Callback):
+    """Test spy: the model's weights after every step (``log_every_steps=1``) and the batch generator's state when
+    the last epoch starts."""
+
+    def __init__(self) -> None:
+        self.weights: list[dict[str, torch.Tensor]] = []
+        self.last_epoch_generator: torch.Tensor | None = None
+
+    def on_step_end(self, trainer, row):
+        self.weights.append(snapshot(trainer.model))
+
+    def on_epoch_end(self, trainer, row):
+        if row["epoch"] == trainer.total_epochs - 1:
+            self.last_epoch_generator = trainer.generator.get_state()
+
+
+def probe_run_config(**options) -> RunConfig:
+    settings = dict(model="mmvm", dataset="digits", num_views=2, latent_dim=4, hidden=[16], epochs=2, batch_size=16,
+                    train_limit=64, test_limit=64, classifier_epochs=1, classifier_train_limit=64, eval_num_train=40,
+                    log_every_steps=1, latent_probe_features="training_epoch")
+    return RunConfig(**{**settings, **options})
+
+
+def test_mmvm_code_probe_trains_on_the_means_of_the_last_epochs_first_steps(tmp_path, monkeypatch):
+    """The MMVM code's probe features, replayed: the last epoch's first ⌈40/16⌉ = 3 batches (the trainer's
+    permutation, from its generator state when the epoch starts), each encoded in train mode by the weights before
+    that step (after the previous step); the probe of ``evaluate_run`` is LogisticRegression fitted on exactly
+    those, scored on the test means of the final weights."""
+    cfg = probe_run_config()
+    assert RunConfig(model="mmvm", reference="mmvm-code").setting("latent_probe_features") == "training_epoch"
+    assert RunConfig(model="mmvm").setting("latent_probe_features") == "final"
+    spy = WeightsAfterEachStep()
+    monkeypatch.setattr(run_module, "build_callbacks", lambda c, build=run_module.build_callbacks: [*build(c), spy])
+    model, _, train_set, test_set = train(cfg, tmp_path, progress=False)
+    steps_per_epoch = len(train_set) // cfg.batch_size
+    assert len(spy.weights) == 2 * steps_per_epoch
+
+    generator = torch.Generator()
+    generator.set_state(spy.last_epoch_generator)
+    batches = list(train_set.batches(cfg.batch_size, shuffle=True, generator=generator, drop_last=True))[:3]
+    replay = copy.deepcopy(model).train()
+    expected = {name: [] for name in model.modality_names}
+    for k, batch in enumerate(batches):
+        replay.load_state_dict(spy.weights[steps_per_epoch - 1 + k])  # after the step before step k of the epoch
+        with torch.no_grad():
+            for name in expected:
+                expected[name].append(replay.encoders[name](batch.data[name])[0])
+    source = latest_source(tmp_path)
+    recorded = read_training_features(tmp_path, source)
+    assert set(recorded) == set(expected)
+    for name, means in expected.items():
+        x, y = recorded[name]
+        assert x.shape == (48, cfg.latent_dim)
+        torch.testing.assert_close(torch.from_numpy(x).float(), torch.cat(means), rtol=0, atol=1e-6)
+        assert np.array_equal(y, torch.cat([b.labels for b in batches]).numpy())
+    final_means = torch.cat(expected[model.modality_names[0]])
+    assert not torch.allclose(final_means, model.eval().encoders[model.modality_names[0]](
+        torch.cat([b.data[model.modality_names[0]] for b in batches]))[0].detach())  # the weights moved meanwhile
+
+    results = evaluate_run(model, train_set, test_set, cfg, tmp_path, source)
+    for name, (x, y) in recorded.items():
+        probe = LogisticRegression(max_iter=cfg.setting("latent_max_iter")).fit(x, y)
+        x_test, y_test = encoder_means(model, test_set)[name]
+        assert results["latent"][name] == pytest.approx(probe.score(x_test, y_test))
+
+
+def test_recorded_probe_features_are_refused_for_another_checkpoint(tmp_path):
+    cfg = probe_run_config(log_every_steps=0)
+    model, _, train_set, test_set = train(cfg, tmp_path, progress=False)
+    source = latest_source(tmp_path)
+    read_training_features(tmp_path, source)
+    with pytest.raises(TrainingFeaturesError, match="evaluated checkpoint .* is epoch 2, step 7"):
+        read_training_features(tmp_path, {**source, "step": 7})
+    with pytest.raises(TrainingFeaturesError, match="of config hash other"):
+        read_training_features(tmp_path, {**source, "identity": {**source["identity"], "config_hash": "other"}})
+    with pytest.raises(TrainingFeaturesError, match="not loaded from a checkpoint"):
+        read_training_features(tmp_path, None)
+    (tmp_path / TRAINING_FEATURES_FILE).unlink()
+    with pytest.raises(TrainingFeaturesError, match="latent_probe_features.pt does not exist"):
+        evaluate_run(model, train_set, test_set, cfg, tmp_path)
+    with pytest.raises(ConfigError, match="turn off restore_best and early_stopping_patience"):
+        probe_run_config(val_fraction=0.2, restore_best=True)
+    with pytest.raises(ConfigError, match="latent_probe_features applies to models"):
+        RunConfig(model="mvae", latent_probe_features="training_epoch")
+
+
+def test_probe_features_recording_survives_a_resume_inside_the_last_epoch():
+    """A checkpoint taken between two recorded steps carries the means so far; a resumed callback continues them."""
+    callback = TrainingEpochMeans(num_train=40)
+    model = tiny_jnf()
+    data = MultimodalDataset(tiny_data().data, labels=torch.arange(N) % 2)
+
+    class Trainerish:
+        total_epochs, batch_size, distributed, run_dir = 3, 8, None, None
+
+    Trainerish.model = model
+    batches = list(data.batches(8))
+    callback.on_step_start(Trainerish, batches[0], 3)
+    resumed = TrainingEpochMeans(num_train=40)
+    resumed.load_state_dict(callback.state_dict())
+    for c in (callback, resumed):
+        c.on_step_start(Trainerish, batches[1], 3)
+    assert callback.state_dict()["batches"] == resumed.state_dict()["batches"] == 2
+    for name in NAMES:
+        assert torch.equal(callback.state_dict()["features"][name], resumed.state_dict()["features"][name])
+    assert TrainingEpochMeans(num_train=40).state_dict() == {}
