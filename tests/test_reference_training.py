@@ -3,6 +3,7 @@ batch with fixed noise, against pyromm's trainer."""
 from __future__ import annotations
 
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from sklearn.linear_model import LogisticRegression
 from torch import nn
 
 from pyromm import run as run_module
+from pyromm.cli import main
 from pyromm.config import ConfigError, RunConfig
 from pyromm.data import MultimodalDataset
 from pyromm.distributions import maf
@@ -198,7 +200,12 @@ def test_recorded_probe_features_are_refused_for_another_checkpoint(tmp_path):
     cfg = probe_run_config(log_every_steps=0)
     model, _, train_set, test_set = train(cfg, tmp_path, progress=False)
     source = latest_source(tmp_path)
-    read_training_features(tmp_path, source)
+    recorded = read_training_features(tmp_path, source)
+    assert main(["evaluate", str(tmp_path)]) == 0  # pyromm evaluate reads them from the run directory
+    scored = json.loads((tmp_path / "evaluation.json").read_text())
+    x, y = recorded["m0"]
+    probe = LogisticRegression(max_iter=cfg.setting("latent_max_iter")).fit(x, y)
+    assert scored["latent"]["m0"] == pytest.approx(probe.score(*encoder_means(model, test_set)["m0"]))
     with pytest.raises(TrainingFeaturesError, match="evaluated checkpoint .* is epoch 2, step 7"):
         read_training_features(tmp_path, {**source, "step": 7})
     with pytest.raises(TrainingFeaturesError, match="of config hash other"):
