@@ -102,8 +102,8 @@ class RunConfig:
     test_drop_last: bool | None = option(None, "evaluate on the first ⌊N/64⌋·64 test samples (MMVM code)")
     dreg_detach: str | None = option(None, "MMVAE+ DReG: 'proper' or the official code's 'reference' estimator",
                                      choices=("proper", "reference"))
-    latent_probe_features: str | None = option(None, "latent probe trained on means of the 'final' weights, or recorded "
-                                               "at the last epoch's first steps ('training_epoch', MMVM code)",
+    latent_probe_features: str | None = option(None, "latent probe fit on means of the 'final' weights, or recorded at "
+                                               "the last epoch's first steps ('training_epoch', MMVM code)",
                                                choices=("final", "training_epoch"))
 
     def __init__(self, **values: Any) -> None:

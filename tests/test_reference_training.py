@@ -56,7 +56,9 @@ def tiny_jnf() -> JNF:
 def tiny_data() -> MultimodalDataset:
     g = torch.Generator().manual_seed(1)
     u = torch.randn(N, 2, generator=g)
-    return MultimodalDataset({m: u @ torch.randn(2, DIM, generator=g) + 0.1 * torch.randn(N, DIM, generator=g) for m in NAMES})
+    return MultimodalDataset(
+        {m: u @ torch.randn(2, DIM, generator=g) + 0.1 * torch.randn(N, DIM, generator=g) for m in NAMES}
+    )
 
 
 def snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -101,7 +103,8 @@ def test_multivae_jnf_freezes_the_joint_encoder_before_backward_so_its_first_flo
     reference.requires_grad_(True)  # MultiVae's stage 1 freezes nothing; pyromm's trainer froze the flows
     leaky = copy.deepcopy(reference)  # frozen only after backward: the joint encoder would get a gradient
     q = leaky.joint_posterior(batch)
-    (-sum(q_m.log_prob(q.base_dist.loc + q.base_dist.scale * eps) for q_m in leaky.encode(batch).values()).mean()).backward()
+    z_leaky = q.base_dist.loc + q.base_dist.scale * eps
+    (-sum(q_m.log_prob(z_leaky) for q_m in leaky.encode(batch).values()).mean()).backward()
     assert all(p.grad is not None for p in leaky.joint_encoder.parameters())
     q = reference.joint_posterior(batch)
     z = q.base_dist.loc + q.base_dist.scale * eps

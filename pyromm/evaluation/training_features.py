@@ -152,7 +152,8 @@ def read_training_features(
     ):
         raise TrainingFeaturesError(
             f"{recorded} of the run with config hash {stamp.get('config_hash')}, but the evaluated checkpoint "
-            f"{source['checkpoint']} is epoch {source['epoch']}, step {source['step']} (batch {source.get('batch', 0)}) "
+            f"{source['checkpoint']} is epoch {source['epoch']}, step {source['step']} "
+            f"(batch {source.get('batch', 0)}) "
             f"of config hash {identity.get('config_hash')}: the probe would fit features of other weights; {fix}"
         )
     return {
