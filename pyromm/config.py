@@ -109,6 +109,9 @@ class RunConfig:
                                     "test = every sample, MMVM code)", choices=("held_out", "all"))
     posterior_head: str | None = option(None, "rats encoders' second head: 'log_var' (σ = exp(h/2) + floor) or the MMVM "
                                         "code's 'log_std' (σ = exp(h) + 1e-6)", choices=("log_var", "log_std"))
+    latent_probe_features: str | None = option(None, "latent probe fit on means of the 'final' weights, or recorded at "
+                                               "the last epoch's first steps ('training_epoch', MMVM code)",
+                                               choices=("final", "training_epoch"))
 
     def __init__(self, **values: Any) -> None:
         problem = unknown_key_problem(values)
@@ -231,6 +234,14 @@ class RunConfig:
                               "the MMVM rats code's own); leave it unset, or set posterior_head='log_var'")
         if self.latent_max_iter is not None and self.latent_max_iter < 1:
             raise ConfigError(f"latent_max_iter must be >= 1, got {self.latent_max_iter}")
+        if self.setting("latent_probe_features") == "training_epoch" and (
+            self.restore_best or self.early_stopping_patience is not None
+        ):
+            raise ConfigError(
+                "latent_probe_features='training_epoch' records the probe's features during the last scheduled epoch, "
+                "so the evaluated weights must be that epoch's: turn off restore_best and early_stopping_patience, or "
+                "set latent_probe_features='final'"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """The general fields, then the method's and the dataset's options: what ``from_dict`` rebuilds from."""

@@ -81,6 +81,8 @@ DIFFERENCES: tuple[Difference, ...] = (
     Difference("rats_split", "held_out", EVERY_MODEL, {"mmvm-code": "all"}, datasets=("rats",)),
     # rats encoders: the second head is log σ, σ = exp(h) + 1e-6
     Difference("posterior_head", "log_var", MMVM_CODE_MODELS, {"mmvm-code": "log_std"}, datasets=("rats",)),
+    # latent linear probe: trained on the encoder means of the last epoch's first ⌈eval_num_train/B⌉ training steps
+    Difference("latent_probe_features", "final", MMVM_CODE_MODELS, {"mmvm-code": "training_epoch"}),
 )
 OPTIONS = {d.option: d for d in DIFFERENCES}
 # The MMVM code's evaluation batch size; its evaluation loader drops the last, incomplete batch.

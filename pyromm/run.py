@@ -21,6 +21,7 @@ from pyromm.evaluation import (
     run_title,
     train_modality_classifiers,
 )
+from pyromm.evaluation.training_features import TrainingEpochMeans, read_training_features
 from pyromm.files import remove_orphans, write_json
 from pyromm.generation import fit_and_save_latent_sampler
 from pyromm.identity import read_config
@@ -107,9 +108,13 @@ def build_stages(cfg: RunConfig, model: nn.Module) -> list[Stage] | None:
 
 
 def build_callbacks(cfg: RunConfig) -> list[TrainerCallback]:
-    """TensorBoard event files in ``run_dir/tensorboard`` (``tensorboard``) and early stopping on the validation
-    loss of each stage (``early_stopping_patience``); ``log_every_steps`` is the trainer's own."""
+    """TensorBoard event files in ``run_dir/tensorboard`` (``tensorboard``), early stopping on the validation
+    loss of each stage (``early_stopping_patience``) and, with ``latent_probe_features='training_epoch'``, the
+    latent probe's features recorded during the last epoch (:class:`TrainingEpochMeans`);
+    ``log_every_steps`` is the trainer's own."""
     callbacks: list[TrainerCallback] = []
+    if cfg.setting("latent_probe_features") == "training_epoch":
+        callbacks.append(TrainingEpochMeans(cfg.eval_num_train))
     if cfg.tensorboard:
         callbacks.append(TensorBoard())
     if cfg.early_stopping_patience is not None:
@@ -210,13 +215,18 @@ def evaluate_run(
     ``evaluation.json`` records under ``source`` the checkpoint scored (default: the newest in ``run_dir``,
     which ``model`` must hold), its epoch, step and run identity (``pyromm.provenance``). The coherence
     classifiers train on ``classifier_train_limit`` samples of the training split (all by default, not
-    ``train_limit``) and report their accuracy on the whole test split.
+    ``train_limit``) and report their accuracy on the whole test split. With
+    ``latent_probe_features='training_epoch'`` the latent probe fits the means recorded during the last epoch of
+    training (``pyromm.evaluation.training_features``), which must come from the checkpoint scored.
     """
     run_dir = Path(run_dir)
     with RunLock(run_dir):
         remove_orphans(run_dir)
         source = dict(source) if source is not None else latest_source(run_dir)
         test_set = evaluation_test_set(cfg, test_set)
+        probe_features = None
+        if cfg.setting("latent_probe_features") == "training_epoch":
+            probe_features = read_training_features(run_dir, source)
         classifiers, clf_acc = coherence_classifiers(cfg)
         device = torch.device(cfg.device)
         model.to(device)
@@ -234,6 +244,7 @@ def evaluate_run(
             generator=generator,
             latent_sampler=sampler if sampler is not None and cfg.latent_sampler is not None else cfg.latent_sampler,
             latent_max_iter=cfg.setting("latent_max_iter"),
+            latent_train_features=probe_features,
         )
         results["classifier_accuracy"] = clf_acc
         if cfg.fid_network is not None:

@@ -312,10 +312,11 @@ def test_options_set_for_models_they_do_not_apply_to_are_named():
 def test_reference_settings_list_what_a_mode_changes_for_the_model():
     assert RunConfig(model="moe", reference="mmvm-code").reference_settings() == {
         "mixture_blocks": "remainder_last", "posterior_scale_floor": 0.0, "latent_max_iter": 10000,
-        "test_drop_last": True, "coherence_classifier": "resnet",
+        "test_drop_last": True, "coherence_classifier": "resnet", "latent_probe_features": "training_epoch",
     }
     assert RunConfig(model="independent", reference="mmvm-code", latent_max_iter=1000).reference_settings() == {
         "beta_squared": True, "posterior_scale_floor": 0.0, "test_drop_last": True, "coherence_classifier": "resnet",
+        "latent_probe_features": "training_epoch",
     }
     assert RunConfig(model="mmvae_plus", reference="mmvaeplus-code").reference_settings() == {
         "dreg_detach": "reference", "amsgrad": True,

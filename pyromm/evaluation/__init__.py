@@ -2,6 +2,9 @@
 reconstruction error, FID of generated images and figures."""
 from __future__ import annotations
 
+from typing import Mapping
+
+import numpy as np
 import torch
 from torch import nn
 
@@ -92,6 +95,7 @@ def evaluate(
     likelihood_samples: int = 0,
     latent_sampler: str | LatentSampler | None = None,
     latent_max_iter: int = 1000,
+    latent_train_features: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> dict:
     """All metrics plus summary scalars: ``latent_acc_mean`` = mean_m latent accuracy, ``coherence_cross_mean``
     = mean over source ≠ target coherence, ``rec_nll`` = Σ_m weighted joint-reconstruction NLL,
@@ -103,9 +107,11 @@ def evaluate(
     ``joint_samples`` draws of that sampler fitted on the latents of the first ``num_train`` training samples
     (``fit_latent_sampler``): the only joint coherence of models without an unconditional prior (MMVM VAE); a
     sampler fitted already (``pyromm.generation.fit_latent_sampler``) is used as given.
-    ``latent_max_iter`` caps the latent probe's solver iterations (the MMVM code: 10000)."""
+    ``latent_max_iter`` caps the latent probe's solver iterations (the MMVM code: 10000); the probe fits
+    ``latent_train_features`` (per modality (features, labels)) instead of the training means when given."""
     latent = latent_classification(
-        model, train, test, num_train=num_train, batch_size=batch_size, max_iter=latent_max_iter
+        model, train, test, num_train=num_train, batch_size=batch_size, max_iter=latent_max_iter,
+        train_features=latent_train_features,
     )
     coherent = coherence(model, test, classifiers, batch_size=batch_size, generator=generator)
     reconstruction = reconstruction_error(model, test, batch_size=batch_size, generator=generator)

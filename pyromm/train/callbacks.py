@@ -4,6 +4,7 @@ A run calls, in this order::
 
     on_fit_start(trainer, train, val)      once the run directory is open (a resumed run's checkpoint loaded)
       on_stage_start(trainer, stage)       before the stage's first epoch (not when a resumed run re-enters it)
+        on_step_start(trainer, batch, epoch) before each step's forward pass: its batch (on the device), the epoch
         on_step_end(trainer, row)          every ``trainer.log_every_steps`` optimizer steps (none when 0)
         on_epoch_end(trainer, row)         after the epoch's validation, before the row is logged and checkpointed
       on_stage_end(trainer, stage)         after the stage's last epoch (or its early stop), and its checkpoint
@@ -37,7 +38,9 @@ from pyromm.train.logging import read_jsonl
 if TYPE_CHECKING:
     from pyromm.train.trainer import Stage, Trainer
 
-EVENTS = ("on_fit_start", "on_stage_start", "on_step_end", "on_epoch_end", "on_stage_end", "on_fit_end")
+EVENTS = (
+    "on_fit_start", "on_stage_start", "on_step_start", "on_step_end", "on_epoch_end", "on_stage_end", "on_fit_end"
+)
 STOP_SCOPES = ("stage", "run")
 
 
@@ -47,6 +50,8 @@ class TrainerCallback(Protocol):
     def on_fit_start(self, trainer: Trainer, train: MultimodalDataset, val: MultimodalDataset | None) -> None: ...
 
     def on_stage_start(self, trainer: Trainer, stage: Stage) -> None: ...
+
+    def on_step_start(self, trainer: Trainer, batch: MultimodalBatch, epoch: int) -> None: ...
 
     def on_step_end(self, trainer: Trainer, row: Mapping[str, Any]) -> None: ...
 
@@ -68,6 +73,9 @@ class Callback:
         pass
 
     def on_stage_start(self, trainer: Trainer, stage: Stage) -> None:
+        pass
+
+    def on_step_start(self, trainer: Trainer, batch: MultimodalBatch, epoch: int) -> None:
         pass
 
     def on_step_end(self, trainer: Trainer, row: Mapping[str, Any]) -> None:

@@ -631,6 +631,7 @@ class Trainer:
                     batch = self.distributed.shard(batch)
                 batch = batch_to(batch, self.device)
                 hyper = self._hyper(epoch)
+                self._dispatch("on_step_start", batch, epoch)
                 self.optimizer.zero_grad()
                 try:
                     with autocast(self.device, self.autocast):
