@@ -47,8 +47,9 @@ def digits(device: str) -> MultimodalDataset:
 
 
 def grid(args: argparse.Namespace) -> list[RunConfig]:
+    constant_alpha = {"alpha": 0.0} if args.model == "mmvm" else {}  # VectorizedRuns takes constant schedules
     base = RunConfig(dataset="digits", num_views=3, model=args.model, hidden=args.hidden, epochs=args.epochs,
-                     device=args.device)
+                     device=args.device, **constant_alpha)
     return [base.replace(beta=float(beta), seed=seed) for beta in args.betas for seed in args.seeds]
 
 

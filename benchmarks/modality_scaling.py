@@ -57,8 +57,8 @@ def setup(name: str, m: int, args) -> dict:
         batch_size=args.batch_size,
         likelihood="laplace",
         likelihood_scale=0.75,
-        num_importance_samples=args.k,
         **MODELS[name],
+        **({"num_importance_samples": args.k} if name == "mmvae" else {}),
     )
     shape = IMAGE_SHAPE if args.network == "conv" else (args.features,)
     model = build_model(cfg, {f"m{i}": shape for i in range(m)}).to(args.device)

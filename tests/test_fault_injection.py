@@ -122,8 +122,10 @@ def check_intact(out):
             json.loads(path.read_text())
         elif path.suffix == ".jsonl":
             [json.loads(line) for line in path.read_text().splitlines()]
-        elif path.suffix == ".pt":
+        elif path.suffix == ".pt" and path.parent.name == "checkpoints":
             load_checkpoint(path)
+        elif path.suffix == ".pt":  # the latent sampler, the recorded probe features: whole tensor files
+            torch.load(path, weights_only=True)
         elif path.suffix == ".png":
             assert path.read_bytes().endswith(PNG_END), path
 

@@ -7,12 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch.nn import functional as F
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from pyromm.config import ConfigError, RunConfig
 from pyromm.data import MultimodalDataset
 from pyromm.data.batch import MultimodalBatch
+from pyromm.data.files import DataFormatError
+from pyromm.data.polymnist_released import load_released_polymnist
 from pyromm.data.rats import NEURONS, RATS, load_rats, rat_files
 from pyromm.datasets import DATASETS
 from pyromm.evaluation.classifiers import train_modality_classifiers
@@ -223,5 +226,39 @@ def test_log_std_head_refuses_a_floor_and_other_datasets_and_models():
 def test_rats_mode_records_what_it_changes():
     assert RunConfig(model="mmvm", dataset="rats", reference="mmvm-code").reference_settings() == {
         "latent_max_iter": 10000, "test_drop_last": True, "coherence_classifier": "resnet", "rats_split": "all",
-        "posterior_head": "log_std",
+        "posterior_head": "log_std", "latent_probe_features": "training_epoch",
     }
+
+
+def _write_released(root, split, views, labels):
+    """Released-layout PNGs: view m's image of tuple i has every pixel (i, m, label) · 10."""
+    for m in range(views):
+        folder = root / split / f"m{m}"
+        folder.mkdir(parents=True)
+        for i, label in enumerate(labels):
+            pixels = np.full((28, 28, 3), (i * 10, m * 10, label * 10), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / f"{i}.{label}.png")
+
+
+def test_released_polymnist_files_are_read_as_the_reference_reads_them(tmp_path):
+    """Row 12: tuple i is file <i>.<label>.png of every view, label from the name, (3, 28, 28) uint8 RGB."""
+    _write_released(tmp_path, "train", 2, [7, 1, 4, 0, 9, 3, 2, 8, 5, 6, 1, 2])
+    _write_released(tmp_path, "test", 2, [3, 3])
+    cfg = RunConfig(dataset="polymnist", num_views=2, released_path=str(tmp_path))
+    train, test = DATASETS["polymnist"].load(cfg)
+    assert train.labels.tolist() == [7, 1, 4, 0, 9, 3, 2, 8, 5, 6, 1, 2] and test.labels.tolist() == [3, 3]
+    for m in range(2):
+        x = train.data[f"m{m}"]
+        assert x.dtype == torch.uint8 and tuple(x.shape) == (12, 3, 28, 28)
+        expected = torch.tensor([[i * 10, m * 10, label * 10] for i, label in enumerate(train.labels.tolist())])
+        assert torch.equal(x[:, :, 5, 5], expected.to(torch.uint8))
+
+
+def test_released_polymnist_views_must_hold_the_same_files(tmp_path):
+    _write_released(tmp_path, "train", 2, [7, 1])
+    (tmp_path / "train" / "m1" / "1.1.png").unlink()
+    with pytest.raises(DataFormatError, match="hold different files \\(first difference: 1.1.png\\)"):
+        load_released_polymnist(tmp_path, "train", 2)
+    (tmp_path / "train" / "m1" / "notes.txt").write_text("x")
+    with pytest.raises(DataFormatError, match="notes.txt is not named <index>.<label>.png"):
+        load_released_polymnist(tmp_path, "train", 2)

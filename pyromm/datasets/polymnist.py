@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pyromm.data import cache_root, load_polymnist
+from pyromm.data.polymnist_released import load_released_polymnist
 from pyromm.datasets.steps import prepare_mnist, prepare_polymnist, polymnist_lines
 from pyromm.datasets.dataset import Dataset, register_dataset
 from pyromm.options import option
@@ -22,6 +23,12 @@ class PolyMNISTOptions:
     num_views: int = option(3, "number of views m0.., each the digit on its own background", choices=(1, 2, 3, 4, 5))
 
 
+@dataclass(frozen=True)
+class ReleasedPolyMNISTOptions(PolyMNISTOptions):
+    released_path: str | None = option(None, "a folder of the released PolyMNIST PNGs (train|test/m0..m4/<index>."
+                                       "<label>.png): read instead of generating, as the reference code does")
+
+
 class PolyMNIST(Dataset):
     name = "polymnist"
     doc = "PolyMNIST: MNIST on 1..5 backgrounds, 3x28x28 images (60,000 train / 10,000 test tuples); needs MNIST"
@@ -29,11 +36,18 @@ class PolyMNIST(Dataset):
         "PolyMNIST (Sutter et al., 2021): generated here from MNIST + 5 background images (thomassutter/MoPoE), one "
         "seeded PCG64 generator; view m1 uses a stand-in background"
     )
-    Options = PolyMNISTOptions
+    Options = ReleasedPolyMNISTOptions
     sources = ("mnist",)
     translated = False
 
     def load(self, cfg: RunConfig) -> tuple[MultimodalDataset, MultimodalDataset]:
+        if cfg.released_path is not None:
+            train, test = (load_released_polymnist(cfg.released_path, split, cfg.num_views) for split in ("train", "test"))
+            return train, test
+        return self.generated(cfg)
+
+    def generated(self, cfg: RunConfig) -> tuple[MultimodalDataset, MultimodalDataset]:
+        """Both splits as pyromm generates them (cached under the cache root)."""
         cache = cache_root(cfg.cache_root)
         train, test = (
             load_polymnist(cfg.data_root, split, cfg.num_views, translated=self.translated, seed=SEED, cache_dir=cache)
@@ -59,7 +73,11 @@ class TranslatedPolyMNIST(PolyMNIST):
         "Translated PolyMNIST (Daunhawer et al., 2022): PolyMNIST with digits shrunk to 21x21 and pasted at a random "
         "offset"
     )
+    Options = PolyMNISTOptions
     translated = True
+
+    def load(self, cfg: RunConfig) -> tuple[MultimodalDataset, MultimodalDataset]:
+        return self.generated(cfg)
 
     def describe(self, root: Path, cache: Path) -> list[str]:
         """None: ``polymnist`` lists the backgrounds and the cached variants of both."""
