@@ -6,7 +6,7 @@ Every built-in model has ``sample(n, generator=None) -> {modality: (n, *event_sh
 distribution. Shared-latent models (AVG, PoE, MoE, MoPoE, MVAE, MVTCAE, JMVAE, TELBO, JNF, MMVAE, MMVAE+) draw
 z ~ p(z). ``MultimodalVAE`` (the MMVM VAE, independent VAEs) has no unconditional prior over [z_1; …; z_M] and
 draws from a sampler fitted on training latents (``pyromm.evaluation.latent_samplers``):
-:func:`fit_latent_sampler` fits one and attaches it; a run directory stores it as ``latent_sampler.pt``
+:func:`fit_generation_sampler` fits one and attaches it; a run directory stores it as ``latent_sampler.pt``
 (:func:`save_latent_sampler`), which ``pyromm.load`` attaches again.
 """
 from __future__ import annotations
@@ -37,7 +37,7 @@ def needs_latent_sampler(model: nn.Module) -> bool:
     return callable(getattr(model, "attach_latent_sampler", None))
 
 
-def fit_latent_sampler(
+def fit_generation_sampler(
     model: nn.Module,
     train_set: MultimodalDataset,
     kind: str = "gmm",
@@ -68,7 +68,7 @@ def save_latent_sampler(
     if kind is None:
         raise TypeError(
             f"a {type(sampler).__name__} cannot be saved: only the samplers {sorted(latent_samplers.LATENT_SAMPLERS)} "
-            "of pyromm.generation.fit_latent_sampler can"
+            "of pyromm.generation.fit_generation_sampler can"
         )
     record = {
         "format": FORMAT,
@@ -101,7 +101,7 @@ def read_latent_sampler(run_dir: str | os.PathLike) -> tuple[LatentSampler, str 
     except Exception as err:
         raise LatentSamplerFileError(
             f"cannot read the latent sampler {path} ({type(err).__name__}: {err}); fit it again with "
-            "pyromm.generation.fit_latent_sampler and save it with save_latent_sampler"
+            "pyromm.generation.fit_generation_sampler and save it with save_latent_sampler"
         ) from err
 
 
@@ -144,12 +144,12 @@ def fit_and_save_latent_sampler(
     batch_size: int = 256,
     generator: torch.Generator | None = None,
 ) -> LatentSampler | None:
-    """For a model that generates through a fitted latent sampler: :func:`fit_latent_sampler` (attached), then
+    """For a model that generates through a fitted latent sampler: :func:`fit_generation_sampler` (attached), then
     :func:`save_latent_sampler` to ``run_dir`` with ``checkpoint``; returns it. None, and nothing written, for a
     model with an unconditional prior."""
     if not needs_latent_sampler(model):
         return None
-    sampler = fit_latent_sampler(
+    sampler = fit_generation_sampler(
         model, train_set, kind, num_train=num_train, batch_size=batch_size, generator=generator
     )
     save_latent_sampler(run_dir, sampler, checkpoint)

@@ -16,7 +16,7 @@ from pyromm.generation import (
     LATENT_SAMPLER_FILE,
     LatentSamplerFileError,
     fit_and_save_latent_sampler,
-    fit_latent_sampler,
+    fit_generation_sampler,
     load_latent_sampler,
     save_latent_sampler,
 )
@@ -116,7 +116,7 @@ def build(name: str) -> nn.Module:
     torch.manual_seed(0)
     model = {**PRIOR_MODELS, **SAMPLER_MODELS}[name]()
     if name in SAMPLER_MODELS:
-        fit_latent_sampler(model, random_data(), "gmm", num_components=2, generator=torch.Generator().manual_seed(1))
+        fit_generation_sampler(model, random_data(), "gmm", num_components=2, generator=torch.Generator().manual_seed(1))
     return model
 
 
@@ -199,7 +199,7 @@ def test_a_model_without_prior_or_sampler_names_the_error_and_the_fix():
     model = mmvm_vae(modalities(D), D)
     with pytest.raises(NoLatentSamplerError, match=r"none is attached \(none was fitted or loaded\)") as err:
         model.sample(3)
-    assert "pyromm.generation.fit_latent_sampler(model, train_set" in str(err.value)
+    assert "pyromm.generation.fit_generation_sampler(model, train_set" in str(err.value)
     assert "pyromm.load(run_dir)" in str(err.value)
     with pytest.raises(ValueError, match="n >= 1"):
         SharedLatentVAE(modalities(D), D).sample(0)
@@ -211,7 +211,7 @@ def test_a_model_without_prior_or_sampler_names_the_error_and_the_fix():
 def test_a_saved_and_loaded_sampler_gives_identical_samples(tmp_path, kind, options):
     torch.manual_seed(0)
     model = mmvm_vae(modalities(D), D)
-    sampler = fit_latent_sampler(model, random_data(), kind, generator=torch.Generator().manual_seed(1), **options)
+    sampler = fit_generation_sampler(model, random_data(), kind, generator=torch.Generator().manual_seed(1), **options)
     assert model.latent_sampler is sampler
     assert not any("sampler" in key for key in model.state_dict()), "the sampler stays out of the model's weights"
     path = save_latent_sampler(tmp_path, sampler, "checkpoints/x.pt")
@@ -285,7 +285,7 @@ def test_the_fitted_gmm_reproduces_the_joint_moments_of_the_posterior_means():
     train = MultimodalDataset({"a": x[:, :2], "b": x[:, 2:]}, labels=torch.zeros(4000, dtype=torch.long))
     mods = [Modality(m, IdentityEncoder(), nn.Identity(), Normal(1, 0.1), (2,)) for m in ("a", "b")]
     model = mmvm_vae(mods, 2)
-    fit_latent_sampler(model, train, "gmm", num_components=3, generator=torch.Generator().manual_seed(1))
+    fit_generation_sampler(model, train, "gmm", num_components=3, generator=torch.Generator().manual_seed(1))
     samples = model.sample(40000, generator=torch.Generator().manual_seed(2))
     generated = torch.cat([samples["a"], samples["b"]], -1)
     posterior_means = torch.cat([m.mean for m in model.encode(train.batch(slice(0, 4000))).values()], -1)
@@ -302,7 +302,7 @@ def test_evaluate_scores_joint_coherence_with_a_sampler_fitted_already():
     data = MultimodalDataset({m: code + 0.3 * torch.randn(200, 2, generator=g) for m in ("a", "b")}, labels=y)
     mods = [Modality(m, IdentityEncoder(), nn.Identity(), Normal(1, 0.1), (2,)) for m in ("a", "b")]
     model = mmvm_vae(mods, 2)
-    fitted = fit_latent_sampler(model, data, "gmm", num_components=2, generator=torch.Generator().manual_seed(1))
+    fitted = fit_generation_sampler(model, data, "gmm", num_components=2, generator=torch.Generator().manual_seed(1))
 
     class Recorded:
         def __init__(self) -> None:

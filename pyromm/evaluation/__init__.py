@@ -106,7 +106,7 @@ def evaluate(
     With ``latent_sampler`` (``'gmm'`` or ``'maf'``), ``joint_coherence_sampler`` is the joint coherence of
     ``joint_samples`` draws of that sampler fitted on the latents of the first ``num_train`` training samples
     (``fit_latent_sampler``): the only joint coherence of models without an unconditional prior (MMVM VAE); a
-    sampler fitted already (``pyromm.generation.fit_latent_sampler``) is used as given.
+    sampler fitted already (``pyromm.generation.fit_generation_sampler``) is used as given.
     ``latent_max_iter`` caps the latent probe's solver iterations (the MMVM code: 10000); the probe fits
     ``latent_train_features`` (per modality (features, labels)) instead of the training means when given."""
     latent = latent_classification(

@@ -2,13 +2,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pyromm.infer import RateELBO, telbo_stages
 from pyromm.methods.common import build_joint_encoder, build_modalities
-from pyromm.methods.method import Method, register_method
+from pyromm.methods.method import EventShapes, Method, register_method
 from pyromm.models import JointEncoderVAE
 from pyromm.options import ConfigError, option
 from pyromm.train import EpochWarmup
+
+if TYPE_CHECKING:
+    from pyromm.config import RunConfig
 
 
 @dataclass(frozen=True)
@@ -22,14 +26,19 @@ class TELBOOptions:
                                              "frozen); unset: half the epochs")
 
 
+def joint_encoder_vae(cfg: RunConfig, event_shapes: EventShapes, alpha: float) -> JointEncoderVAE:
+    """A :class:`JointEncoderVAE` on the config's networks, α weighting its unimodal KL terms."""
+    modalities = build_modalities(cfg, event_shapes)
+    return JointEncoderVAE(modalities, cfg.latent_dim, build_joint_encoder(cfg, modalities), alpha=alpha)
+
+
 class JMVAE(Method):
     name = "jmvae"
     doc = "JMVAE (Suzuki et al.): joint ELBO plus α-weighted KLs from the joint to each unimodal posterior"
     Options = JMVAEOptions
 
     def model(self, cfg, event_shapes):
-        modalities = build_modalities(cfg, event_shapes)
-        return JointEncoderVAE(modalities, cfg.latent_dim, build_joint_encoder(cfg, modalities), alpha=cfg.alpha)
+        return joint_encoder_vae(cfg, event_shapes, cfg.alpha)
 
     def elbo(self, cfg):
         return RateELBO("analytic")
@@ -51,8 +60,7 @@ class TELBO(Method):
     Options = TELBOOptions
 
     def model(self, cfg, event_shapes):
-        modalities = build_modalities(cfg, event_shapes)
-        return JointEncoderVAE(modalities, cfg.latent_dim, build_joint_encoder(cfg, modalities), alpha=0.0)
+        return joint_encoder_vae(cfg, event_shapes, 0.0)
 
     def elbo(self, cfg):
         return RateELBO("analytic")

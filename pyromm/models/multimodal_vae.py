@@ -33,7 +33,7 @@ class MultimodalVAE(JointSampling, MultimodalNetworks):
     :mod:`pyromm.infer` (``RateELBO('jensen')`` is the MMVM reference code's objective).
 
     ``sample(n)`` draws [z_1; …; z_M] from the latent sampler attached with ``attach_latent_sampler`` (fitted on
-    training latents: ``pyromm.generation.fit_latent_sampler``, or stored with a run and attached by
+    training latents: ``pyromm.generation.fit_generation_sampler``, or stored with a run and attached by
     ``pyromm.load``): h is data-dependent, and N(0, I) for each z_m alone would generate independent modalities.
     """
 
@@ -64,7 +64,7 @@ class MultimodalVAE(JointSampling, MultimodalNetworks):
                 f"{type(self).__name__} with conditional prior {self.config()['conditional_prior']} has no "
                 "unconditional prior, so sample() draws its latents from a sampler fitted on training latents, and "
                 f"none is attached ({self.__dict__['_latent_sampler_missing']}): fit one with "
-                "pyromm.generation.fit_latent_sampler(model, train_set, kind='gmm' or 'maf'), or load a run that "
+                "pyromm.generation.fit_generation_sampler(model, train_set, kind='gmm' or 'maf'), or load a run that "
                 "stores one (latent_sampler.pt, written when the run is evaluated) with pyromm.load(run_dir)"
             )
         return self.split_latents(self.latent_sampler.sample(n).to(self.device))
