@@ -4,8 +4,9 @@
     pyromm train [--config FILE.toml|FILE.json] [--set KEY=VALUE ...] [--out DIR] [--no-resume] [--no-progress] [--no-eval]
     pyromm evaluate RUN_DIR [--config FILE (Python-API runs)] [--set KEY=VALUE ...]
     pyromm collect RESULTS_DIR
-    pyromm data prepare {mnist,polymnist,translated_polymnist,digits,fsdd,mnist_fsdd,rats,mnist_svhn,celeba,cub,mhd}
-                        [--root DIR] [--cache DIR] [--views M]
+    pyromm methods [NAME ...] [--plugins FILE_OR_MODULE ...]
+    pyromm datasets [NAME ...] [--plugins FILE_OR_MODULE ...]
+    pyromm data prepare NAME [--root DIR] [--cache DIR] [--views M]    (NAME: any dataset of 'pyromm datasets')
     pyromm data list [--root DIR] [--cache DIR]
 
 Every failure pyromm can name (bad configuration, a run directory of another experiment or in use by

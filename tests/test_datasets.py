@@ -64,8 +64,10 @@ def test_the_declared_options() -> None:
         return {info.name: (info.type, info.default) for info in describe(DATASETS[name].Options)}
 
     for name in ("digits", "polymnist", "translated_polymnist", "rats"):
-        assert options(name) == {"num_views": ("int", 3)}
+        assert options(name)["num_views"] == ("int", 3)
         assert describe(DATASETS[name].Options)[0].choices == (1, 2, 3, 4, 5)
+    assert options("polymnist") == {"num_views": ("int", 3), "released_path": ("str | None", None)}
+    assert options("digits") == options("translated_polymnist") == options("rats") == {"num_views": ("int", 3)}
     assert options("mnist_fsdd") == {"sound_missing_max": ("float", 0.0)}
     assert options("files") == {"data_path": ("str | None", None), "test_fraction": ("float", 0.2)}
     assert options("mnist_svhn") == {"multiplier": ("int", 30), "max_per_class": ("int", 10000)}
