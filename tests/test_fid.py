@@ -182,12 +182,12 @@ def test_a_run_reports_the_fid_of_each_image_modality_against_its_own_samples(tm
     """evaluate_run with fid_network: per image modality, FID(test images, as many model.sample(n) images)."""
     weights = tmp_path / "features.pt"
     torch.save(small_features().state_dict(), weights)
-    cfg = RunConfig(model="mmvm", dataset="shapes", epochs=1, train_limit=128, test_limit=64, latent_dim=2,
-                    hidden=[16], likelihood="bernoulli", classifier_epochs=1, classifier_train_limit=128,
-                    eval_num_train=128, fid_network="fid_network:small_features", fid_weights=str(weights))
+    cfg = RunConfig(model="mmvm", dataset="digits", num_views=2, epochs=1, train_limit=128, test_limit=64,
+                    latent_dim=2, hidden=[16], classifier_epochs=1, classifier_train_limit=128, eval_num_train=128,
+                    fid_network="fid_network:small_features", fid_weights=str(weights))
     model, _, train_set, test_set = train(cfg, tmp_path / "run", progress=False)
     results = evaluate_run(model, train_set, test_set, cfg, tmp_path / "run")
-    assert sorted(results["fid"]) == ["circle", "square"]
+    assert sorted(results["fid"]) == ["m0", "m1"]
     extractor = InceptionFeatures.from_weights(weights, small_features())
     samples = model.sample(64, generator=torch.Generator().manual_seed(cfg.seed))
     for name, value in results["fid"].items():
