@@ -141,6 +141,13 @@ class RunConfig:
             f"RunConfig of model {self.model!r} and dataset {self.dataset!r} has no option {name!r}"
         )
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        """General fields are set as attributes; the method's and dataset's options only through ``replace``."""
+        for options in (self.__dict__.get("method_options"), self.__dict__.get("dataset_options")):
+            if options is not None and name in _names(type(options)):
+                raise AttributeError(f"{name} is an option of the config's method or dataset: use cfg.replace({name}=...)")
+        super().__setattr__(name, value)
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, RunConfig) and self.to_dict() == other.to_dict()
 

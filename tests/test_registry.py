@@ -106,3 +106,6 @@ def test_changing_the_method_starts_from_its_defaults():
     changed = cfg.replace(model="mvtcae")
     assert changed.alpha == 0.1 and "alpha_schedule" not in changed.to_dict()
     assert RunConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(AttributeError, match=r"use cfg.replace\(alpha=...\)"):
+        cfg.alpha = 0.3
+    assert cfg.alpha == 0.5
