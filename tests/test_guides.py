@@ -114,7 +114,17 @@ def _check_own_data(ns: dict) -> None:
         assert value.isfinite().all(), name
 
 
+def _check_new_method(ns: dict) -> None:
+    assert ns["typo"] == 2 and ns["status"] == 0
+    losses = [row["train/loss"] for row in ns["history"]]
+    assert len(losses) == 8 and losses[-1] < losses[0]
+    assert ns["run"].config.prior_scale == 0.5 and ns["prior"].scale == 0.5
+    assert sorted(ns["run"].modalities) == ["left", "right"]
+    assert not Path(ns["OUT"]).exists(), "the guide should remove its output directory"
+
+
 CHECKS: dict[str, Callable[[dict], None]] = {
+    "new_method.md": _check_new_method,
     "own_data.md": _check_own_data,
     "custom_prior.md": _check_custom_prior,
     "custom_model.md": _check_custom_model,
@@ -156,7 +166,7 @@ def test_guide_runs(guide: Path, isolated):
     assert blocks, f"{guide.name} has no ```python blocks"
     namespace: dict = {"__name__": f"guide_{guide.stem}"}
     for i, code in enumerate(blocks, start=1):
-        exec(compile(code, f"{guide.name} [python block {i}]", "exec"), namespace)
+        exec(compile(code, f"{guide.name} [python block {i}]", "exec", dont_inherit=True), namespace)
     check = CHECKS.get(guide.name)
     if check is not None:
         check(namespace)

@@ -94,7 +94,7 @@ def test_alpha_one_gives_exactly_the_independent_objective(mode):
 
 
 def test_jensen_rate_is_the_reference_formula():
-    """R = Σ_m [α KL(q_m ‖ N) + (1 − α)/M Σ_m' KL(q_m ‖ q_m')] (ALGORITHMS.md §1.2)."""
+    """R = Σ_m [α KL(q_m ‖ N) + (1 − α)/M Σ_m' KL(q_m ‖ q_m')]."""
     batch = make_batch()
     model, alpha, beta = mmvm_vae(make_modalities(), D, alpha=0.25), 0.25, 1.0
     out = ELBOObjective(RateELBO("jensen"))(model, batch, {"beta": beta, "alpha": alpha})
