@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from pyromm.sweep import collect, run_job
 from pyromm.train import CheckpointDir, load_checkpoint
 
 SETTINGS = dict(dataset="digits", num_views=2, latent_dim=2, hidden=[8], batch_size=16, train_limit=128, test_limit=32,
-                epochs=30, model="mmvm", beta=0.5)  # long enough to outlast the second process's start
+                epochs=3, model="mmvm", beta=0.5)
 HOLD = "import sys, time; from pyromm.lock import RunLock; RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(60)"
 
 
@@ -44,7 +45,11 @@ def test_second_pyromm_train_fails_at_once_and_the_first_equals_a_lone_run(tmp_p
     while str(first.pid) not in ((run_dir / LOCK_FILE).read_text() if (run_dir / LOCK_FILE).exists() else ""):
         assert time.monotonic() < deadline and first.poll() is None, first.communicate()
         time.sleep(0.01)
-    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    os.kill(first.pid, signal.SIGSTOP)  # the first holds the lock, paused, however long the second takes to start
+    try:
+        second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
     # the lock file is deleted when the first exits: naming it, the second failed while the first was training
     assert second.returncode == 1 and second.stdout == ""
     assert re.match(in_use(run_dir, first.pid), second.stderr.removeprefix("pyromm: error: ").strip())
@@ -59,7 +64,7 @@ def test_second_pyromm_train_fails_at_once_and_the_first_equals_a_lone_run(tmp_p
     finally:
         torch.set_num_threads(threads)
     shared, lone = (load_checkpoint(CheckpointDir(d / "checkpoints").latest()) for d in (run_dir, tmp_path / "lone"))
-    assert shared["epoch"] == lone["epoch"] == 30
+    assert shared["epoch"] == lone["epoch"] == 3
     assert all(torch.equal(shared["model"][k], lone["model"][k]) for k in lone["model"])
     drop = lambda d: [{k: v for k, v in json.loads(line).items() if k != "seconds"}  # noqa: E731
                       for line in (d / "metrics.jsonl").read_text().splitlines()]
