@@ -115,9 +115,9 @@ class RunConfig:
 
     def __init__(self, **values: Any) -> None:
         problem = unknown_key_problem(values)
-        values["plugins"] = [plugin_path(p) for p in values.get("plugins", [])]
         if problem:
             raise ConfigError(problem)
+        values["plugins"] = [plugin_path(p) for p in values.get("plugins", [])]
         method = METHODS[values.get("model", _GENERAL["model"].default)]
         data = DATASETS[values.get("dataset", _GENERAL["dataset"].default)]
         method_keys, data_keys = _names(method.Options), _names(data.Options)

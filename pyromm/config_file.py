@@ -3,7 +3,7 @@
 Top-level keys are ``RunConfig`` keys (general fields and the method's options). A ``[dataset]`` table names the
 data: ``name`` (a registered dataset, or ``"files"``, the default when ``path`` is given), ``path`` (an ``.npz``
 file or a directory of ``.npy``/``.pt`` files), the dataset's options (``test_fraction``, ``num_views``, ...) and
-any other data field (``train_limit``, ...). Paths (``path``, ``data_root``, ``cache_root`` and the ``.py`` files
+any other data field (``train_limit``, ...). Paths (``path``, ``data_root``, ``cache_root``, ``released_path``, ``fid_weights`` and the ``.py`` files
 of ``plugins``) are relative to the TOML file's folder. ``[modalities.<name>]`` tables give one modality's ``likelihood``, ``network`` (``mlp``,
 ``conv``, ``resnet``, ``spike_mlp`` or ``package.module:Name``), ``hidden`` and ``weight``::
 
@@ -26,10 +26,11 @@ from typing import Any
 
 from pyromm.config import unknown_key_problem
 from pyromm.datasets import DATASETS
-from pyromm.options import ConfigError, did_you_mean, option_names
+from pyromm.options import ConfigError, check_value, did_you_mean, option_names
+from pyromm.plugins import load_plugins
 
 DATASET_KEYS = {"name": "dataset", "path": "data_path"}
-PATH_KEYS = ("data_path", "data_root", "cache_root")
+PATH_KEYS = ("data_path", "data_root", "cache_root", "released_path", "fid_weights")
 # General fields about the data, allowed in the [dataset] table beside the dataset's own options.
 DATA_FIELDS = ("data_root", "cache_root", "train_limit", "test_limit", "keep_probability", "train_complete_only")
 _POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
@@ -46,12 +47,15 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"config file {path}: TOML syntax error {_where(str(err))}") from None
     values = dict(document)
+    _resolve_paths(path, values)
+    check_value("plugins", values.get("plugins", []), list[str])
+    load_plugins(values.get("plugins", []))  # before [dataset]: a plugin dataset's options are its keys
     dataset = values.pop("dataset", None)
     if isinstance(dataset, dict):
         values.update(_dataset_fields(path, dataset))
     elif dataset is not None:
         values["dataset"] = dataset
-    _resolve_paths(path, values)
+    _resolve_paths(path, values)  # the paths the [dataset] table gave
     problem = unknown_key_problem(values)
     if problem:
         raise ConfigError(f"config file {path}: {problem}")

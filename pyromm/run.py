@@ -13,6 +13,7 @@ from pyromm.config import ConfigError, RunConfig
 from pyromm.data import MultimodalDataset, cache_root, complete_only, drop_modalities
 from pyromm.datasets import DATASETS
 from pyromm.evaluation import (
+    FeatureExtractor,
     evaluate,
     generation_fid,
     image_modalities,
@@ -132,6 +133,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, resume:
     """
     distributed, device = data_parallel_from_env(cfg.device)
     train_set, test_set = load_data(cfg)
+    check_fid_data(cfg, train_set.event_shapes)
     train_set, val_set = split_validation(train_set, cfg.val_fraction, cfg.seed)
     model = build_model(cfg, train_set.event_shapes)
     trainer = Trainer(
@@ -208,6 +210,7 @@ def evaluate_run(
     cfg: RunConfig,
     run_dir: str | Path,
     source: Mapping[str, Any] | None = None,
+    fid_extractor: FeatureExtractor | None = None,
 ) -> dict[str, Any]:
     """Latent accuracy, coherence and reconstruction error; writes the plots, then evaluation.json (each
     atomically, holding the run directory's lock).
@@ -217,7 +220,9 @@ def evaluate_run(
     classifiers train on ``classifier_train_limit`` samples of the training split (all by default, not
     ``train_limit``) and report their accuracy on the whole test split. With
     ``latent_probe_features='training_epoch'`` the latent probe fits the means recorded during the last epoch of
-    training (``pyromm.evaluation.training_features``), which must come from the checkpoint scored.
+    training (``pyromm.evaluation.training_features``), which must come from the checkpoint scored. With
+    ``fid_network``, ``fid_extractor`` (default: that network with ``fid_weights``) scores the FID of each image
+    modality.
     """
     run_dir = Path(run_dir)
     with RunLock(run_dir):
@@ -230,15 +235,16 @@ def evaluate_run(
         classifiers, clf_acc = coherence_classifiers(cfg)
         device = torch.device(cfg.device)
         model.to(device)
+        train_set, test_set = train_set.to(device), test_set.to(device)
         generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
         sampler = fit_and_save_latent_sampler(  # model.sample(n) after pyromm.load, for models without a prior
-            model, train_set.to(device), run_dir, cfg.latent_sampler or "gmm", checkpoint=source.get("checkpoint"),
+            model, train_set, run_dir, cfg.latent_sampler or "gmm", checkpoint=source.get("checkpoint"),
             num_train=cfg.eval_num_train, generator=torch.Generator(device="cpu").manual_seed(cfg.seed),
         )
         results = evaluate(
             model,
-            train_set.to(device),
-            test_set.to(device),
+            train_set,
+            test_set,
             classifiers,
             num_train=cfg.eval_num_train,
             generator=generator,
@@ -248,23 +254,26 @@ def evaluate_run(
         )
         results["classifier_accuracy"] = clf_acc
         if cfg.fid_network is not None:
-            results["fid"] = _generation_fid(model, test_set.to(device), cfg)
+            check_fid_data(cfg, test_set.event_shapes)
+            extractor = (fid_extractor or network_features(cfg.fid_network, cfg.fid_weights)).to(device)
+            names = image_modalities(test_set.event_shapes)
+            fid_generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
+            results["fid"] = generation_fid(model, {m: test_set.data[m] for m in names}, extractor, generator=fid_generator)
         results["config"] = cfg.to_dict()
         results["reference_settings"] = cfg.reference_settings()
         results["source"] = source
-        plot_run(model, test_set.to(device), run_dir, title=run_title(cfg.model, cfg.beta, cfg.dataset))
+        plot_run(model, test_set, run_dir, title=run_title(cfg.model, cfg.beta, cfg.dataset))
         write_json(run_dir / EVALUATION_FILE, results)  # last: an evaluation.json says the plots are there too
     return results
 
 
-def _generation_fid(model: nn.Module, test_set: MultimodalDataset, cfg: RunConfig) -> dict[str, float]:
-    """FID of each image modality: its test images against as many of ``model.sample(n)`` (``fid_network``)."""
-    names = image_modalities(test_set.event_shapes)
-    if not names:
-        raise ConfigError(f"fid_network: dataset {cfg.dataset!r} has no image modality (1|3, H, W); remove fid_network")
-    extractor = network_features(cfg.fid_network, cfg.fid_weights).to(test_set.device)
-    generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
-    return generation_fid(model, {m: test_set.data[m] for m in names}, extractor, generator=generator)
+def check_fid_data(cfg: RunConfig, event_shapes: EventShapes) -> None:
+    """A named error when ``fid_network`` is set but the data have no image modality (1|3, H, W)."""
+    if cfg.fid_network is not None and not image_modalities(event_shapes):
+        raise ConfigError(
+            f"fid_network: dataset {cfg.dataset!r} has no image modality (1|3, H, W) (its modalities: "
+            f"{dict(event_shapes)}); remove fid_network"
+        )
 
 
 def run(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, resume: str | bool = "auto") -> dict[str, Any]:
@@ -274,8 +283,11 @@ def run(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, resume: s
         train(cfg, run_dir, progress=progress, resume=resume)
         return {}
     with RunLock(run_dir):
+        extractor = None
+        if cfg.fid_network is not None:  # before training: a missing network or weights fails now, not after it
+            extractor = network_features(cfg.fid_network, cfg.fid_weights)
         model, _, train_set, test_set = train(cfg, run_dir, progress=progress, resume=resume)
-        return evaluate_run(model, train_set, test_set, cfg, run_dir)
+        return evaluate_run(model, train_set, test_set, cfg, run_dir, fid_extractor=extractor)
 
 
 def load_run(run_dir: str | Path, map_location: str = "cpu") -> tuple[RunConfig, nn.Module]:

@@ -2,6 +2,8 @@
 against itself, the feature-network contract, and named errors for missing or wrong weights."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.linalg
@@ -10,7 +12,9 @@ from fid_network import small_features
 from torch import nn
 
 from pyromm.config import ConfigError, RunConfig
-from pyromm.run import evaluate_run, train
+from pyromm.run import evaluate_run, run, train
+
+TOY_DATASET = str(Path(__file__).parent / "plugins" / "toy_dataset.py")
 
 from pyromm.evaluation.fid import (
     WEIGHTS_ENV_VAR,
@@ -198,3 +202,16 @@ def test_a_run_reports_the_fid_of_each_image_modality_against_its_own_samples(tm
 def test_fid_weights_without_a_network_are_refused():
     with pytest.raises(ConfigError, match="fid_weights needs fid_network"):
         RunConfig(fid_weights="inception.pth")
+
+
+def test_fid_without_weights_or_images_fails_before_training(tmp_path):
+    """A missing weights file, or data without image modalities, is named before any step is taken."""
+    settings = dict(model="mmvm", dataset="digits", num_views=2, epochs=1, train_limit=64, test_limit=16, latent_dim=2,
+                    hidden=[8], fid_network="fid_network:small_features")
+    with pytest.raises(FIDWeightsError, match="no FID feature-network weights at"):
+        run(RunConfig(**settings, fid_weights=str(tmp_path / "missing.pt")), tmp_path / "a", progress=False)
+    assert not (tmp_path / "a" / "checkpoints").exists()
+    with pytest.raises(ConfigError, match="fid_network: dataset 'toy_linear_views' has no image modality"):
+        train(RunConfig(plugins=[TOY_DATASET], dataset="toy_linear_views", model="mmvm", epochs=1, latent_dim=2,
+                        hidden=[8], fid_network="fid_network:small_features"), tmp_path / "b", progress=False)
+    assert not (tmp_path / "b" / "checkpoints").exists()

@@ -1,5 +1,6 @@
 """Methods and datasets register themselves: a toy method and a toy dataset, each one file, trained from the CLI;
 every config key in ``pyromm train --help``; unknown names and keys answered with the closest one."""
+import importlib.metadata
 import json
 from pathlib import Path
 
@@ -9,9 +10,11 @@ import torch
 import pyromm
 from pyromm.cli import main
 from pyromm.config import RunConfig, general_options
+from pyromm.config_file import read_config_file
 from pyromm.datasets import DATASETS
 from pyromm.methods import METHODS, Method
 from pyromm.options import ConfigError, Registry, describe
+from pyromm.plugins import ENTRY_POINT_GROUP, load_installed_plugins
 
 PLUGINS = Path(__file__).parent / "plugins"
 TOY_METHOD, TOY_DATASET = str(PLUGINS / "toy_method.py"), str(PLUGINS / "toy_dataset.py")
@@ -109,3 +112,33 @@ def test_changing_the_method_starts_from_its_defaults():
     with pytest.raises(AttributeError, match=r"use cfg.replace\(alpha=...\)"):
         cfg.alpha = 0.3
     assert cfg.alpha == 0.5
+
+
+def test_a_config_file_takes_a_plugin_datasets_options_in_its_dataset_table(tmp_path):
+    """The file's plugins are imported before its [dataset] table is read, so the table may hold their options."""
+    toml = tmp_path / "toy.toml"
+    toml.write_text(f'plugins = {json.dumps([TOY_METHOD, TOY_DATASET])}\nmodel = "toy_scaled_prior"\n'
+                    '[dataset]\nname = "toy_linear_views"\nnum_samples = 120\n')
+    values = read_config_file(toml)
+    cfg = RunConfig.from_dict(values)
+    assert cfg.dataset == "toy_linear_views" and cfg.num_samples == 120
+
+
+def test_a_path_option_stays_one_folder_name_in_the_cache_key():
+    cfg = RunConfig(dataset="polymnist", released_path="/data/PolyMNIST")
+    key = DATASETS["polymnist"].cache_key(cfg)
+    assert "/" not in key and key.startswith("polymnist-num_views3-released_path")
+    assert key != DATASETS["polymnist"].cache_key(cfg.replace(released_path="/data/other"))
+
+
+def test_installed_packages_register_through_the_entry_point_group(monkeypatch):
+    found = importlib.metadata.EntryPoint(name="toy", value="plugins.entry_point_method", group=ENTRY_POINT_GROUP)
+    groups = []
+
+    def entry_points(group):
+        groups.append(group)
+        return [found]
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+    load_installed_plugins()
+    assert groups == ["pyromm.plugins"] and RunConfig(model="toy_entry_point").model == "toy_entry_point"

@@ -11,6 +11,7 @@ fraction of a second without them.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -61,9 +62,11 @@ class Dataset(ABC):
         return train
 
     def cache_key(self, cfg: RunConfig) -> str:
-        """What names a variant of the data in caches (the coherence classifiers'): the name and the options."""
+        """What names a variant of the data in caches (the coherence classifiers'): the name and the options, a
+        path-like option (a string holding a separator) by the first 12 hex digits of its SHA-1, so that the key
+        stays one folder name."""
         options = dataclasses.asdict(cfg.dataset_options)
-        return "-".join([self.name, *(f"{key}{value}" for key, value in options.items())])
+        return "-".join([self.name, *(f"{key}{_key_part(value)}" for key, value in options.items())])
 
     def describe(self, root: Path, cache: Path) -> list[str]:
         """Lines for ``pyromm data list``, a heading first: which of the dataset's files are present under
@@ -101,3 +104,11 @@ def register_dataset(dataset: Dataset) -> Dataset:
 def made_from(source: str) -> list[str]:
     """The registered datasets made from the dataset ``source`` (those naming it in their ``sources``)."""
     return [dataset.name for dataset in DATASETS if source in dataset.sources]
+
+
+def _key_part(value: object) -> str:
+    """``value`` as part of a folder name: a string with a path separator becomes a hash of it."""
+    text = str(value)
+    if isinstance(value, str) and ("/" in text or "\\" in text):
+        return hashlib.sha1(text.encode()).hexdigest()[:12]
+    return text
