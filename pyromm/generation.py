@@ -23,9 +23,10 @@ from pyromm.data.dataset import MultimodalDataset
 from pyromm.evaluation import latent_samplers
 from pyromm.files import write_bytes
 from pyromm.models.joint_sampling import LatentSampler
+from pyromm.train.checkpoint import state_checksum
 
 LATENT_SAMPLER_FILE = "latent_sampler.pt"
-FORMAT = 1
+FORMAT = 2
 
 
 class LatentSamplerFileError(ValueError):
@@ -59,11 +60,12 @@ def fit_generation_sampler(
 
 
 def save_latent_sampler(
-    run_dir: str | os.PathLike, sampler: LatentSampler, checkpoint: str | None = None
+    run_dir: str | os.PathLike, sampler: LatentSampler, model: nn.Module, checkpoint: str | None = None
 ) -> Path:
     """Atomically write ``run_dir/latent_sampler.pt``: the sampler's kind, seed and fitted tensors (loadable with
-    ``torch.load(weights_only=True)``), and ``checkpoint``, the run's checkpoint (relative path) whose model the
-    sampler was fitted on, which ``pyromm.load`` checks against the checkpoint it loads."""
+    ``torch.load(weights_only=True)``), the SHA-256 of the weights of ``model``, the model it was fitted on, and
+    ``checkpoint``, the run's checkpoint (relative path) those weights came from. ``pyromm.load`` attaches the
+    sampler only to a model with the same weights."""
     kind = latent_samplers.sampler_kind(sampler)
     if kind is None:
         raise TypeError(
@@ -75,6 +77,7 @@ def save_latent_sampler(
         "kind": kind,
         "seed": int(sampler.seed),
         "checkpoint": checkpoint,
+        "weights": state_checksum(model.state_dict()),
         "state": sampler.state(),
     }
     buffer = io.BytesIO()
@@ -84,18 +87,23 @@ def save_latent_sampler(
     return path
 
 
-def read_latent_sampler(run_dir: str | os.PathLike) -> tuple[LatentSampler, str | None]:
-    """The sampler stored in ``run_dir/latent_sampler.pt`` (on the CPU) and the checkpoint it was fitted for;
-    FileNotFoundError when there is none, LatentSamplerFileError naming the file when it is unreadable."""
+def read_latent_sampler(run_dir: str | os.PathLike) -> tuple[LatentSampler, dict[str, str | None]]:
+    """The sampler stored in ``run_dir/latent_sampler.pt`` (on the CPU) and what it was fitted on: ``checkpoint``
+    and ``weights`` (the SHA-256 of the model's weights); FileNotFoundError when there is none,
+    LatentSamplerFileError naming the file when it is unreadable or written by another pyromm."""
     path = Path(run_dir) / LATENT_SAMPLER_FILE
     if not path.is_file():
         raise FileNotFoundError(2, "no latent sampler stored (it is written when the run is evaluated)", str(path))
     try:
         record = torch.load(path, map_location="cpu", weights_only=True)
         if record.get("format") != FORMAT:
-            raise LatentSamplerFileError(f"{path} has format {record.get('format')!r}, this pyromm reads {FORMAT}")
+            raise LatentSamplerFileError(
+                f"{path} has format {record.get('format')!r}, this pyromm reads {FORMAT}: evaluate the run again "
+                "to write it anew"
+            )
         cls = latent_samplers.LATENT_SAMPLERS[record["kind"]]
-        return cls.from_state(record["state"], seed=record["seed"]), record["checkpoint"]
+        fitted_on = {"checkpoint": record["checkpoint"], "weights": record["weights"]}
+        return cls.from_state(record["state"], seed=record["seed"]), fitted_on
     except LatentSamplerFileError:
         raise
     except Exception as err:
@@ -111,9 +119,9 @@ def load_latent_sampler(run_dir: str | os.PathLike) -> LatentSampler:
 
 
 def attach_stored_latent_sampler(run_dir: str | os.PathLike, model: nn.Module, checkpoint: str | None) -> None:
-    """Attach ``run_dir``'s stored sampler to a model that generates through one, when it was fitted for
-    ``checkpoint`` (the checkpoint the model holds); otherwise record why there is none, which ``model.sample``
-    reports. Models with an unconditional prior are left alone."""
+    """Attach ``run_dir``'s stored sampler to a model that generates through one, when it was fitted on the
+    model's weights (``checkpoint`` names where they were loaded from); otherwise record why there is none, which
+    ``model.sample`` reports. Models with an unconditional prior are left alone."""
     if not needs_latent_sampler(model):
         return
     run_dir = Path(run_dir)
@@ -122,12 +130,20 @@ def attach_stored_latent_sampler(run_dir: str | os.PathLike, model: nn.Module, c
             None, f"{run_dir} stores no {LATENT_SAMPLER_FILE}, which is written when the run is evaluated"
         )
         return
-    sampler, fitted_for = read_latent_sampler(run_dir)
-    if fitted_for is not None and checkpoint is not None and fitted_for != checkpoint:
+    try:
+        sampler, fitted_on = read_latent_sampler(run_dir)
+    except LatentSamplerFileError as err:
+        model.attach_latent_sampler(None, str(err))
+        return
+    if fitted_on["weights"] != state_checksum(model.state_dict()):
+        fitted = fitted_on["checkpoint"]
+        why = (
+            f"was fitted on the weights {fitted} held then, and {fitted} holds other weights now"
+            if fitted == checkpoint
+            else f"was fitted on the weights of {fitted}, the loaded model holds those of {checkpoint}"
+        )
         model.attach_latent_sampler(
-            None,
-            f"{run_dir / LATENT_SAMPLER_FILE} was fitted on the model of {fitted_for}, the loaded model is "
-            f"{checkpoint}: evaluate the run again or fit a new one",
+            None, f"{run_dir / LATENT_SAMPLER_FILE} {why}: evaluate the run again or fit a new one"
         )
         return
     model.attach_latent_sampler(sampler)
@@ -152,5 +168,5 @@ def fit_and_save_latent_sampler(
     sampler = fit_generation_sampler(
         model, train_set, kind, num_train=num_train, batch_size=batch_size, generator=generator
     )
-    save_latent_sampler(run_dir, sampler, checkpoint)
+    save_latent_sampler(run_dir, sampler, model, checkpoint)
     return sampler

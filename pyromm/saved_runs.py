@@ -85,7 +85,7 @@ def load(run_dir: str | Path, model: nn.Module | None = None, map_location: str 
     recorded builder, or ``model`` itself (built as for training) with the checkpoint's weights loaded into it.
 
     A model that generates through a fitted latent sampler (``MultimodalVAE``) gets the one the run stores
-    (``latent_sampler.pt``, ``pyromm.generation``) attached when it was fitted on the checkpoint loaded; without
+    (``latent_sampler.pt``, ``pyromm.generation``) attached when it was fitted on the weights loaded; without
     one, ``model.sample`` says why there is none."""
     run_dir = Path(run_dir)
     saved = read_saved_config(run_dir)

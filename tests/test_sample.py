@@ -214,7 +214,7 @@ def test_a_saved_and_loaded_sampler_gives_identical_samples(tmp_path, kind, opti
     sampler = fit_generation_sampler(model, random_data(), kind, generator=torch.Generator().manual_seed(1), **options)
     assert model.latent_sampler is sampler
     assert not any("sampler" in key for key in model.state_dict()), "the sampler stays out of the model's weights"
-    path = save_latent_sampler(tmp_path, sampler, "checkpoints/x.pt")
+    path = save_latent_sampler(tmp_path, sampler, model, "checkpoints/x.pt")
     assert path == tmp_path / LATENT_SAMPLER_FILE and not list(tmp_path.glob(".*.tmp"))
     expected = model.sample(7, generator=torch.Generator().manual_seed(2))
     loaded = load_latent_sampler(tmp_path)
@@ -259,9 +259,18 @@ def test_pyromm_load_attaches_the_stored_sampler_of_the_loaded_checkpoint(tmp_pa
     for m in SHAPES:
         assert torch.equal(actual[m], expected[m]), m
 
-    save_latent_sampler(run_dir, sampler, "checkpoints/an-older-one.pt")
-    with pytest.raises(NoLatentSamplerError, match=f"fitted on the model of checkpoints/an-older-one.pt, the loaded "
-                                                   f"model is {checkpoint}"):
+    other = build_run_model(D)
+    save_latent_sampler(run_dir, sampler, other, "checkpoints/an-older-one.pt")
+    with pytest.raises(NoLatentSamplerError, match=f"fitted on the weights of checkpoints/an-older-one.pt, the loaded "
+                                                   f"model holds those of {checkpoint}: evaluate the run again"):
+        pyromm.load(run_dir).model.sample(2)
+    save_latent_sampler(run_dir, sampler, other, checkpoint)
+    with pytest.raises(NoLatentSamplerError, match=f"fitted on the weights {checkpoint} held then, and {checkpoint} "
+                                                   "holds other weights now"):
+        pyromm.load(run_dir).model.sample(2)
+    record = torch.load(run_dir / LATENT_SAMPLER_FILE, weights_only=True)
+    torch.save({**record, "format": 1}, run_dir / LATENT_SAMPLER_FILE)
+    with pytest.raises(NoLatentSamplerError, match="has format 1, this pyromm reads 2: evaluate the run again"):
         pyromm.load(run_dir).model.sample(2)
     assert fit_and_save_latent_sampler(SharedLatentVAE(modalities(D), D), train, tmp_path / "prior") is None
     assert not (tmp_path / "prior").exists(), "a model with an unconditional prior stores no sampler"
