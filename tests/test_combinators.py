@@ -91,6 +91,30 @@ def test_expert_mixture_draws_blocks_of_positions_from_each_observed_expert():
     torch.testing.assert_close(z[:, 0].round(), torch.tensor([10.0, 0, 10, 10, 20, 20]))
 
 
+@pytest.mark.parametrize("batch", [1, 7, 128, 1000])
+def test_expert_mixture_blocks_are_exact_quantiles_of_the_batch_position(batch):
+    g = torch.Generator().manual_seed(batch)
+    observed = torch.rand(batch, 4, generator=g) < 0.6
+    observed[:, 2] = True
+    experts = [dist.Normal(torch.zeros(batch, D), 1.0).to_event(1) for _ in range(4)]
+    index = ExpertMixture(experts, observed).component_index()
+    for b in range(batch):
+        count = int(observed[b].sum())
+        rank = ((2 * b + 1) * count) // (2 * batch)  # ⌊(b + ½)·|O_b| / B⌋ in exact rational arithmetic
+        assert index[b] == observed[b].nonzero()[rank, 0], b
+
+
+def test_expert_mixture_is_a_valid_distribution_under_pyro_validation(recwarn):
+    experts = [dist.Normal(torch.zeros(B, D), 1.0).to_event(1), dist.Laplace(torch.ones(B, D), 2.0).to_event(1)]
+    with pyro.validation_enabled(True):
+        mixture = ExpertMixture(experts)
+        assert repr(mixture.support) == repr(experts[0].support) and mixture.support.event_dim == 1
+        assert torch.isfinite(mixture.log_prob(mixture.sample())).all()
+        with pytest.raises(ValueError, match="support"):
+            mixture.log_prob(torch.full((B, D), float("nan")))
+    assert not [w for w in recwarn if issubclass(w.category, UserWarning)], [str(w.message) for w in recwarn]
+
+
 def test_a_non_gaussian_expert_is_refused_by_the_product_naming_the_modality():
     with pytest.raises(TypeError, match="expert of modality 'a' at site 'z' is TransformedDistribution"):
         pyro.poutine.trace(combinators.product_of_experts({"a": flow_guide})).get_trace(BATCH)

@@ -6,7 +6,7 @@ from typing import Sequence
 import pyro.distributions as dist
 import torch
 from torch import Tensor
-from torch.distributions import Distribution
+from torch.distributions import Distribution, constraints
 
 
 class ExpertMixture(dist.TorchDistribution):
@@ -18,6 +18,7 @@ class ExpertMixture(dist.TorchDistribution):
     chosen expert only. ``log_prob`` is the exact mixture density, logsumexp_m [log q_m(z) − log |O_b|].
     """
 
+    arg_constraints: dict = {}
     has_rsample = True
 
     def __init__(self, experts: Sequence[Distribution], observed: Tensor | None = None, validate_args=None) -> None:
@@ -39,13 +40,17 @@ class ExpertMixture(dist.TorchDistribution):
         self.experts, self.observed = experts, observed
         super().__init__(first.batch_shape, first.event_shape, validate_args=validate_args)
 
+    @constraints.dependent_property
+    def support(self):
+        return self.experts[0].support
+
     def component_index(self, device: torch.device | None = None) -> Tensor:
         """k_b ``(B,)``: the expert position b draws from (see the class docstring)."""
         mask = self.observed if device is None else self.observed.to(device)
-        observed = mask.to(torch.float64)
+        observed = mask.long()
         n = observed.shape[0]
-        u = (torch.arange(n, dtype=torch.float64, device=observed.device) + 0.5) / n
-        rank = torch.floor(u * observed.sum(-1)).long()  # which observed expert, 0-based
+        twice_b_plus_one = 2 * torch.arange(n, device=observed.device) + 1
+        rank = twice_b_plus_one * observed.sum(-1) // (2 * n)  # ⌊(b + ½)·|O_b| / B⌋ in integers: which observed expert
         cumulative = observed.cumsum(-1) - 1
         return ((cumulative == rank.unsqueeze(-1)) & mask).to(torch.uint8).argmax(-1)
 
