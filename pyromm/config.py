@@ -84,6 +84,11 @@ class RunConfig:
     eval_num_train: int = option(10000, "training samples of the latent linear probe")
     latent_sampler: str | None = option(None, "how models without a prior sample latents for joint coherence "
                                         "(default per model)", choices=("gmm", "maf"))
+    store_latent_sampler: bool = option(True, "evaluation fits a latent sampler (latent_sampler's kind, else gmm) on "
+                                        "the training latents of models without an unconditional prior (mmvm, "
+                                        "independent) and stores it for model.sample after pyromm.load; false skips "
+                                        "the fit, whose full-covariance EM costs O(N·K·D²) a step for D = views × "
+                                        "latent_dim")
     fid_network: str | None = option(None, "'package.module:Name' of a function or class returning your Inception "
                                      "network (nn.Module): evaluation then reports the FID of each image modality, "
                                      "test images against as many model.sample(n) (docs/fid.md)")

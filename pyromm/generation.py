@@ -127,7 +127,8 @@ def attach_stored_latent_sampler(run_dir: str | os.PathLike, model: nn.Module, c
     run_dir = Path(run_dir)
     if not (run_dir / LATENT_SAMPLER_FILE).is_file():
         model.attach_latent_sampler(
-            None, f"{run_dir} stores no {LATENT_SAMPLER_FILE}, which is written when the run is evaluated"
+            None,
+            f"{run_dir} stores no {LATENT_SAMPLER_FILE}, which evaluation writes unless store_latent_sampler is false",
         )
         return
     try:

@@ -30,7 +30,7 @@ IDENTITY_FILE = "identity.json"
 # checkpoints mean.
 RESUMABLE_FIELDS = frozenset(
     {"epochs", "device", "checkpoint_every", "classifier_epochs", "classifier_train_limit", "eval_num_train",
-     "latent_sampler", "data_root", "cache_root", "fid_network", "fid_weights"}
+     "latent_sampler", "store_latent_sampler", "data_root", "cache_root", "fid_network", "fid_weights"}
 )
 RESUMABLE_SETTINGS: tuple[tuple[str, ...], ...] = (
     *(("run", name) for name in sorted(RESUMABLE_FIELDS)),

@@ -24,7 +24,7 @@ from pyromm.evaluation import (
 )
 from pyromm.evaluation.training_features import TrainingEpochMeans, read_training_features
 from pyromm.files import remove_orphans, write_json
-from pyromm.generation import fit_and_save_latent_sampler
+from pyromm.generation import fit_and_save_latent_sampler, needs_latent_sampler
 from pyromm.identity import read_config
 from pyromm.infer import ELBOObjective
 from pyromm.infer.stages import Stage
@@ -136,6 +136,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, progress: bool = True, resume:
     check_fid_data(cfg, train_set.event_shapes)
     train_set, val_set = split_validation(train_set, cfg.val_fraction, cfg.seed)
     model = build_model(cfg, train_set.event_shapes)
+    check_fid_generation(cfg, model)
     trainer = Trainer(
         model,
         build_objective(cfg),
@@ -229,6 +230,7 @@ def evaluate_run(
         remove_orphans(run_dir)
         source = dict(source) if source is not None else latest_source(run_dir)
         test_set = evaluation_test_set(cfg, test_set)
+        check_fid_generation(cfg, model)
         probe_features = None
         if cfg.setting("latent_probe_features") == "training_epoch":
             probe_features = read_training_features(run_dir, source)
@@ -237,10 +239,12 @@ def evaluate_run(
         model.to(device)
         train_set, test_set = train_set.to(device), test_set.to(device)
         generator = torch.Generator(device="cpu").manual_seed(cfg.seed)
-        sampler = fit_and_save_latent_sampler(  # model.sample(n) after pyromm.load, for models without a prior
-            model, train_set, run_dir, cfg.latent_sampler or "gmm", checkpoint=source.get("checkpoint"),
-            num_train=cfg.eval_num_train, generator=torch.Generator(device="cpu").manual_seed(cfg.seed),
-        )
+        sampler = None
+        if cfg.store_latent_sampler:  # model.sample(n) after pyromm.load, for models without a prior
+            sampler = fit_and_save_latent_sampler(
+                model, train_set, run_dir, cfg.latent_sampler or "gmm", checkpoint=source.get("checkpoint"),
+                num_train=cfg.eval_num_train, generator=torch.Generator(device="cpu").manual_seed(cfg.seed),
+            )
         results = evaluate(
             model,
             train_set,
@@ -265,6 +269,16 @@ def evaluate_run(
         plot_run(model, test_set, run_dir, title=run_title(cfg.model, cfg.beta, cfg.dataset))
         write_json(run_dir / EVALUATION_FILE, results)  # last: an evaluation.json says the plots are there too
     return results
+
+
+def check_fid_generation(cfg: RunConfig, model: nn.Module) -> None:
+    """A named error when ``fid_network`` is set for a model that generates through the stored latent sampler
+    (``MultimodalVAE``) while ``store_latent_sampler`` is false, which leaves it none to generate from."""
+    if cfg.fid_network is not None and needs_latent_sampler(model) and not cfg.store_latent_sampler:
+        raise ConfigError(
+            f"fid_network: model {cfg.model!r} generates through the latent sampler evaluation fits and stores, and "
+            "store_latent_sampler = false leaves it none: set store_latent_sampler = true or remove fid_network"
+        )
 
 
 def check_fid_data(cfg: RunConfig, event_shapes: EventShapes) -> None:

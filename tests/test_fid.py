@@ -215,3 +215,9 @@ def test_fid_without_weights_or_images_fails_before_training(tmp_path):
         train(RunConfig(plugins=[TOY_DATASET], dataset="toy_linear_views", model="mmvm", epochs=1, latent_dim=2,
                         hidden=[8], fid_network="fid_network:small_features"), tmp_path / "b", progress=False)
     assert not (tmp_path / "b" / "checkpoints").exists()
+    weights = tmp_path / "features.pt"
+    torch.save(small_features().state_dict(), weights)
+    with pytest.raises(ConfigError, match="fid_network: model 'mmvm' generates through the latent sampler .* "
+                                          "store_latent_sampler = false leaves it none"):
+        run(RunConfig(**settings, fid_weights=str(weights), store_latent_sampler=False), tmp_path / "c", progress=False)
+    assert not (tmp_path / "c" / "checkpoints").exists()

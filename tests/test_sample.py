@@ -36,7 +36,9 @@ from pyromm.models import (
     independent_vaes,
     mmvm_vae,
 )
+from pyromm.config import RunConfig
 from pyromm.models.joint_sampling import NoLatentSamplerError
+from pyromm.run import run
 from pyromm.nn import MLPDecoder, MLPEncoder
 from pyromm.train import Trainer
 
@@ -247,7 +249,7 @@ def test_pyromm_load_attaches_the_stored_sampler_of_the_loaded_checkpoint(tmp_pa
     checkpoint = f"checkpoints/{sorted((run_dir / 'checkpoints').glob('*.pt'))[-1].name}"
 
     model = pyromm.load(run_dir).model
-    unevaluated = f"{run_dir} stores no {LATENT_SAMPLER_FILE}, which is written when the run is evaluated"
+    unevaluated = f"{run_dir} stores no {LATENT_SAMPLER_FILE}, which evaluation writes unless store_latent_sampler"
     with pytest.raises(NoLatentSamplerError, match=unevaluated):
         model.sample(2)
     sampler = fit_and_save_latent_sampler(model, train, run_dir, "gmm", checkpoint=checkpoint,
@@ -274,6 +276,21 @@ def test_pyromm_load_attaches_the_stored_sampler_of_the_loaded_checkpoint(tmp_pa
         pyromm.load(run_dir).model.sample(2)
     assert fit_and_save_latent_sampler(SharedLatentVAE(modalities(D), D), train, tmp_path / "prior") is None
     assert not (tmp_path / "prior").exists(), "a model with an unconditional prior stores no sampler"
+
+
+@pytest.mark.parametrize("store", [True, False])
+def test_an_evaluated_run_stores_the_sampler_unless_told_not_to(tmp_path, store):
+    cfg = RunConfig(model="mmvm", dataset="digits", num_views=2, epochs=1, train_limit=128, test_limit=64,
+                    latent_dim=2, hidden=[16], classifier_epochs=1, classifier_train_limit=128, eval_num_train=128,
+                    store_latent_sampler=store)
+    run(cfg, tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / LATENT_SAMPLER_FILE).is_file() == store
+    model = pyromm.load(tmp_path / "run").model
+    if store:
+        assert model.sample(3)["m0"].shape == (3, *model.modalities["m0"].event_shape)
+    else:
+        with pytest.raises(NoLatentSamplerError, match="which evaluation writes unless store_latent_sampler is false"):
+            model.sample(3)
 
 
 class IdentityEncoder(nn.Module):
