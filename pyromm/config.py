@@ -267,6 +267,18 @@ class RunConfig:
         return cls(**dict(values))
 
     @classmethod
+    def from_saved(cls, values: Mapping[str, Any], path: str | Path) -> "RunConfig":
+        """The config a run saved in ``path`` (its ``config.json``); a ConfigError naming the file when this pyromm
+        cannot read it back."""
+        try:
+            return cls.from_dict(values)
+        except ConfigError as err:
+            raise ConfigError(
+                f"{path}: {err}. The run was saved with settings this pyromm does not read, probably by another "
+                "pyromm version: load it with that version, or train it again"
+            ) from None
+
+    @classmethod
     def from_json(cls, path: str | Path) -> "RunConfig":
         return cls.from_dict(json.loads(Path(path).read_text()))
 

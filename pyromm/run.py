@@ -319,7 +319,7 @@ def load_run_with_source(
     saved = read_config(run_dir, "so pyromm cannot tell which run the directory holds")
     if not isinstance(saved.get("run"), dict):
         raise ConfigError(f"{run_dir / 'config.json'} has no 'run' section: it was not written by pyromm.run")
-    cfg = RunConfig.from_dict(saved["run"])
+    cfg = RunConfig.from_saved(saved["run"], run_dir / "config.json")
     found = CheckpointDir(run_dir / "checkpoints").load_latest(map_location)
     if found is None:
         raise FileNotFoundError(f"no checkpoint in {run_dir / 'checkpoints'}")

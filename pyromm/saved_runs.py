@@ -89,7 +89,7 @@ def load(run_dir: str | Path, model: nn.Module | None = None, map_location: str 
     one, ``model.sample`` says why there is none."""
     run_dir = Path(run_dir)
     saved = read_saved_config(run_dir)
-    cfg = None if is_python_api_run(saved) else RunConfig.from_dict(saved["run"])
+    cfg = None if is_python_api_run(saved) else RunConfig.from_saved(saved["run"], run_dir / "config.json")
     if model is None and cfg is not None and "modalities" not in saved.get("model", {}):
         cfg, model, source = load_run_with_source(run_dir, map_location)
         attach_stored_latent_sampler(run_dir, model, source["checkpoint"])

@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pyromm.cli import build_config, main, parse_overrides
+from pyromm.cli import build_config, format_summary, format_table, main, parse_overrides
 from pyromm.config import ConfigError
 from pyromm.data.mnist import MNIST_MD5
+from pyromm.data.polymnist import polymnist_cache_dir, polymnist_metadata
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -179,7 +180,6 @@ def test_data_prepare_corrupt_copy_of_real_file(shared_data_root: Path, tmp_path
 
 def _fake_polymnist_cache(cache: Path) -> Path:
     """A tiny cached PolyMNIST variant (the real metadata, 4 train / 2 test tuples) in ``cache``."""
-    from pyromm.data.polymnist import polymnist_cache_dir, polymnist_metadata
 
     directory = polymnist_cache_dir(cache, 2, False, 0)
     directory.mkdir(parents=True)
@@ -222,7 +222,6 @@ def test_data_prepare_digits(capsys) -> None:
 
 
 def test_tables_show_the_classifier_accuracy_and_flag_weak_classifiers():
-    from pyromm.cli import format_summary, format_table
 
     rows = [
         {"model": "mmvm", "beta": 1.0, "latent_acc": 0.8, "coherence": 0.5, "rec_error": 100.0,

@@ -7,10 +7,10 @@ import pyro
 import pyro.distributions as dist
 from torch import nn
 
-from pyromm.data import MultimodalBatch
+from pyromm.data import MultimodalBatch, MultimodalDataset
 from pyromm.distributions import DiagNormalMixture
 from pyromm.infer import ELBOObjective, RateELBO, rate
-from pyromm.likelihoods import Laplace, Normal
+from pyromm.likelihoods import Bernoulli, Laplace, Normal
 from pyromm.models import MMVMPrior, Modality, independent_vaes, mmvm_vae
 
 D = 3
@@ -229,8 +229,6 @@ def test_encoder_with_wrong_latent_size_is_named():
 
 
 def test_dataset_check_names_the_modality_and_the_samples_at_fault():
-    from pyromm.data import MultimodalDataset
-    from pyromm.likelihoods import Bernoulli
 
     torch.manual_seed(0)
     mods = [Modality(n, LinearEncoder(4, D), nn.Linear(D, 4), Bernoulli(1), (4,)) for n in ("a", "b")]

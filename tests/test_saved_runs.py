@@ -12,6 +12,7 @@ import torch
 import pyromm
 from pyromm.cli import main
 from pyromm.config import ConfigError, RunConfig
+from pyromm.run import train
 from method_options import for_method
 from pyromm.data.own import DtypeWarning, load_files
 from pyromm.infer import ELBOObjective, RateELBO
@@ -133,8 +134,6 @@ def test_evaluate_and_collect_on_python_api_runs(tmp_path, capsys):
 
 @pytest.mark.parametrize("model", ["independent", "mmvm", "mopoe", "mvae", "jmvae", "telbo", "mmvae", "mmvae_plus", "jnf"])
 def test_cli_runs_of_every_family_load_with_their_weights(tmp_path, model):
-    from pyromm.run import train
-
     cfg = RunConfig(model=model, epochs=2, train_limit=64, test_limit=8, batch_size=32, latent_dim=4, hidden=[16],
                     **for_method(model, num_importance_samples=2, flow_hidden=8, flow_blocks=1))
     trained, *_ = train(cfg, tmp_path, progress=False)
@@ -143,3 +142,14 @@ def test_cli_runs_of_every_family_load_with_their_weights(tmp_path, model):
     assert loaded.model.config() == trained.config()
     for name, value in trained.state_dict().items():
         assert torch.equal(loaded.model.state_dict()[name], value.cpu()), name
+
+
+def test_a_saved_config_this_pyromm_cannot_read_names_the_file(tmp_path):
+    train(RunConfig(model="mmvm", epochs=1, train_limit=32, test_limit=8, batch_size=32, latent_dim=2, hidden=[8]),
+          tmp_path, progress=False)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    saved["run"]["data_path"] = None  # a key of another layout: here an option of the files dataset
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ConfigError, match=rf"{tmp_path / 'config.json'}: 'data_path' is an option of dataset files.*"
+                                          "probably by another pyromm version"):
+        pyromm.load(tmp_path)

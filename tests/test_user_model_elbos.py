@@ -10,7 +10,7 @@ from pyro.infer import SVI, JitTrace_ELBO, RenyiELBO, Trace_ELBO, TraceGraph_ELB
 from torch.distributions import constraints
 
 from pyromm.data import MultimodalBatch, MultimodalDataset
-from pyromm.infer import DReG, IWAE, RateELBO, RateModeError, SiteError
+from pyromm.infer import DReG, ELBOObjective, IWAE, RateELBO, RateModeError, SiteError
 from pyromm.train import Trainer
 
 D, X, N = 2, 3, 16
@@ -208,7 +208,6 @@ def test_trace_graph_elbo_gradients_are_those_of_trace_elbo_divided_by_the_batch
         programs.guide(b)
         params = [pyro.param(n).unconstrained() for n in ("A", "c", "s")]
         pyro.set_rng_seed(0)
-        from pyromm.infer import ELBOObjective
 
         out = ELBOObjective(elbo)(programs, b, {})
         if not out.gradients_done:
