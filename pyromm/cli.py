@@ -36,11 +36,11 @@ from pyromm.data import ChecksumError, DataFormatError, DataValidationError, Idx
 from pyromm.files import DiskFullError
 from pyromm.provenance import latest_source
 from pyromm.run import evaluate_run, load_data, run, train
-from pyromm.saved_runs import check_evaluation_data, evaluation_setup
+from pyromm.saved_runs import check_evaluation_data, evaluation_setup, is_python_api_run, read_saved_config
 from pyromm.sweep import beta_sweep, collect
 from pyromm.train.checkpoint import CheckpointError
 from pyromm.train.distributed import is_main_process
-from pyromm.identity import RunIdentityError, check_run_directory
+from pyromm.identity import EVALUATION_FIELDS, RunIdentityError, check_run_directory
 from pyromm.lock import RunLock, RunLockedError
 from pyromm.config_file import read_config_file
 from pyromm.options import OptionInfo, check_options, describe, option_names
@@ -130,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--config", metavar="FILE", help="a Python-API run only: FILE.toml or FILE.json naming the "
                    "evaluation data (a dataset) and settings; needs a builder recorded with pyromm.builder_config")
     e.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="with --config: override one config field (repeatable)")
+                   help="override one config field (repeatable): for a run of pyromm train, one of its evaluation "
+                   f"settings ({', '.join(sorted(EVALUATION_FIELDS))}); with --config, any field")
     e.add_argument("--device", choices=("cpu", "cuda"), help="evaluate on this device (default: the run's)")
     e.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's choice)")
     e.set_defaults(func=cmd_evaluate)
@@ -478,9 +479,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.device:
         _check_device(args.device)
     _set_threads(args.threads)
-    data_config = build_config(args.config, args.overrides) if args.config or args.overrides else None
+    cli_run = not is_python_api_run(read_saved_config(run_dir))
+    data_config = build_config(args.config, args.overrides) if args.config or (args.overrides and not cli_run) else None
     with RunLock(run_dir):
         cfg, model = evaluation_setup(run_dir, data_config, map_location=args.device or "cpu")
+        if cli_run and data_config is None:
+            cfg = with_evaluation_settings(cfg, parse_overrides(args.overrides))
         if args.device:
             cfg = cfg.replace(device=args.device)
         else:
@@ -494,6 +498,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(format_summary(results))
     print(f"wrote {run_dir / 'evaluation.json'}")
     return 0
+
+
+def with_evaluation_settings(cfg: RunConfig, values: dict[str, Any]) -> RunConfig:
+    """``cfg`` with the evaluation settings ``values``; a ConfigError naming any other key, which would change
+    the experiment the run holds."""
+    for key in values:
+        if key not in EVALUATION_FIELDS:
+            raise ConfigError(
+                f"--set {key}: evaluating a run of pyromm train changes only its evaluation settings "
+                f"({', '.join(sorted(EVALUATION_FIELDS))}); {key} would change the trained experiment: train a new "
+                "run for it"
+            )
+    return cfg.replace(**values) if values else cfg
 
 
 def cmd_collect(args: argparse.Namespace) -> int:

@@ -28,10 +28,12 @@ IDENTITY_FILE = "identity.json"
 # Paths into the run config that may differ between a run and its resumption ("*": any list index).
 # RunConfig fields a resumed run may change: where and how long it trains and how it is evaluated, not what its
 # checkpoints mean.
-RESUMABLE_FIELDS = frozenset(
-    {"epochs", "device", "checkpoint_every", "classifier_epochs", "classifier_train_limit", "eval_num_train",
-     "latent_sampler", "store_latent_sampler", "data_root", "cache_root", "fid_network", "fid_weights"}
+# RunConfig fields that say how a trained run is evaluated (and where its data are), not what was trained.
+EVALUATION_FIELDS = frozenset(
+    {"device", "classifier_epochs", "classifier_train_limit", "eval_num_train", "latent_sampler",
+     "store_latent_sampler", "data_root", "cache_root", "fid_network", "fid_weights"}
 )
+RESUMABLE_FIELDS = EVALUATION_FIELDS | {"epochs", "checkpoint_every"}
 RESUMABLE_SETTINGS: tuple[tuple[str, ...], ...] = (
     *(("run", name) for name in sorted(RESUMABLE_FIELDS)),
     ("trainer", "checkpoint_every"),

@@ -15,6 +15,7 @@ from pyromm.cli import build_config, format_summary, format_table, main, parse_o
 from pyromm.config import ConfigError
 from pyromm.data.mnist import MNIST_MD5
 from pyromm.data.polymnist import polymnist_cache_dir, polymnist_metadata
+from pyromm.provenance import evaluation_problem
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -118,6 +119,14 @@ def test_train_then_evaluate_and_refuse_changed_resume(tmp_path: Path, capsys, m
     out = capsys.readouterr().out
     assert "latent accuracy" in out and "coherence" in out and "reconstruction NLL" in out
     assert (run_dir / "evaluation.json").is_file()
+    # evaluation settings may change on evaluation; the evaluation records them and is not stale for it
+    assert main(["evaluate", str(run_dir), "--set", "eval_num_train=64", "--set", "store_latent_sampler=false"]) == 0
+    results = json.loads((run_dir / "evaluation.json").read_text())
+    assert results["config"]["eval_num_train"] == 64 and results["config"]["store_latent_sampler"] is False
+    assert evaluation_problem(run_dir, results) is None
+    capsys.readouterr()
+    assert main(["evaluate", str(run_dir), "--set", "beta=2"]) == 2
+    assert "--set beta: evaluating a run of pyromm train changes only its evaluation settings" in capsys.readouterr().err
     # resuming with another beta would silently mix configs: refused with exit 2, naming the field
     assert main(["train", *common, "--set", "beta=2", "--no-eval", "--no-progress"]) == 2
     assert "beta" in capsys.readouterr().err
