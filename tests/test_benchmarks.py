@@ -82,3 +82,21 @@ def test_step_time_of_the_joint_encoder_family_agrees_with_the_hand_written_step
     assert set(rows) == set(models)
     for r in rows.values():
         assert r["loss_err"] < 1e-6 and r["grad_err"] < 1e-4 and not r["general_path"]
+
+
+def test_objective_snapshot_tells_the_same_objective_from_another(run, tmp_path, capsys):
+    """Two snapshots of one config and weights agree; another β changes the loss and fails the comparison; the
+    zero-noise patch is undone afterwards."""
+    snapshot = importlib.import_module("objective_snapshot")
+    config = {"model": "mvtcae", "dataset": "digits", "num_views": 3, "latent_dim": 4, "hidden": [16], "beta": 2.5}
+    paths = {}
+    for name, beta in (("a", 2.5), ("b", 2.5), ("other", 1.0)):
+        (tmp_path / f"{name}.json").write_text(json.dumps({**config, "beta": beta}))
+        paths[name] = tmp_path / f"{name}.pt"
+        assert snapshot.main(["save", str(tmp_path / f"{name}.json"), str(paths[name]), "--weights",
+                              str(tmp_path / "weights.pt"), "--batch", "32"]) == 0
+    assert snapshot.main(["compare", str(paths["a"]), str(paths["b"])]) == 0
+    assert "relative difference 0.0e+00" in capsys.readouterr().out
+    assert snapshot.main(["compare", str(paths["a"]), str(paths["other"])]) == 1
+    draws = torch.distributions.Normal(torch.zeros(3), 1.0).rsample()
+    assert not torch.equal(draws, torch.zeros(3)), "rsample is restored after the snapshot"
