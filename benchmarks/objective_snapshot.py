@@ -14,20 +14,29 @@ rounding whatever order they draw their noise in.
 batch is the first ``--batch`` training samples. ``compare`` prints both losses and max over parameters of
 ‖g_a − g_b‖ / ‖g_a‖, and exits 1 when the losses differ by more than ``--tolerance`` relative or a parameter has a
 gradient on one side only.
+
+``trajectory`` trains the config with ``pyromm.run.train`` for ``--steps`` Adam steps, noise on, and records the
+gradient 2-norm of every step. Two versions that draw the same noise in the same order give the same norms until
+float32 rounding, amplified by training, separates them; ``compare`` on two trajectories prints the first step where
+they differ by more than 1e-6 and by more than 1e-2, relative.
+
+    python benchmarks/objective_snapshot.py trajectory RUN/config.json before_steps.pt --steps 60 --data-root DATA
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 import torch
+from torch import Tensor
 
 from pyromm.config import RunConfig
-from pyromm.run import build_model, build_objective, load_data
+from pyromm.run import build_model, build_objective, load_data, train
 
 
 def location(self, sample_shape=torch.Size()):
@@ -49,10 +58,44 @@ def zero_noise() -> Iterator[None]:
             family.rsample = original
 
 
-def save(args: argparse.Namespace) -> None:
+@contextmanager
+def recorded_gradient_norms() -> Iterator[list[float]]:
+    """Within the block, every ``torch.optim.Adam`` step first appends ‖g‖₂ over its parameters to the list."""
+    norms: list[float] = []
+    original = torch.optim.Adam.step
+
+    def step(self, *args, **kwargs):
+        grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
+        norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+        return original(self, *args, **kwargs)
+
+    torch.optim.Adam.step = step
+    try:
+        yield norms
+    finally:
+        torch.optim.Adam.step = original
+
+
+def read_config(args: argparse.Namespace) -> RunConfig:
+    """The config of ``args.config`` (a run's config.json or a flat RunConfig JSON), on ``--data-root`` if given."""
     saved = json.loads(Path(args.config).read_text())
     cfg = RunConfig.from_dict(saved.get("run", saved))
-    cfg = cfg.replace(train_limit=args.batch, **({"data_root": args.data_root} if args.data_root else {}))
+    return cfg.replace(data_root=args.data_root) if args.data_root else cfg
+
+
+def record_trajectory(args: argparse.Namespace) -> None:
+    cfg = read_config(args)
+    cfg = cfg.replace(epochs=1, train_limit=args.steps * cfg.batch_size)
+    with tempfile.TemporaryDirectory() as run_dir, recorded_gradient_norms() as norms:
+        train(cfg, run_dir, progress=False)
+    if not norms:
+        raise SystemExit(f"{args.config}: no Adam step was taken (the config's optimizer is {cfg.optimizer!r})")
+    torch.save({"norms": torch.tensor(norms, dtype=torch.float64)}, args.out)
+    print(f"{cfg.model}: {len(norms)} steps, gradient norms -> {args.out}")
+
+
+def save(args: argparse.Namespace) -> None:
+    cfg = read_config(args).replace(train_limit=args.batch)
     train_set, _ = load_data(cfg)
     torch.manual_seed(0)
     model = build_model(cfg, train_set.event_shapes)
@@ -69,8 +112,19 @@ def save(args: argparse.Namespace) -> None:
     print(f"{cfg.model}: loss {loss.item():.6f}, gradients of {len(grads)} parameters -> {args.out}")
 
 
+def compare_trajectories(a: Tensor, b: Tensor) -> int:
+    n = min(len(a), len(b))
+    difference = ((a[:n] - b[:n]).abs() / a[:n].abs()).tolist()
+    first = {limit: next((i for i, d in enumerate(difference) if d > limit), None) for limit in (1e-6, 1e-2)}
+    print(f"{n} steps; largest relative difference of the first three {max(difference[:3]):.1e}; first step "
+          f"(0-based) beyond 1e-6: {first[1e-6]}, beyond 1e-2: {first[1e-2]}")
+    return 1 if first[1e-6] is not None and first[1e-6] < 2 else 0
+
+
 def compare(args: argparse.Namespace) -> int:
     a, b = (torch.load(path, weights_only=True) for path in (args.a, args.b))
+    if "norms" in a and "norms" in b:
+        return compare_trajectories(a["norms"], b["norms"])
     loss_a, loss_b = a["loss"].item(), b["loss"].item()
     only = sorted(set(a["grads"]) ^ set(b["grads"]))
     worst, where = 0.0, None
@@ -96,16 +150,21 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--weights", required=True, help="the weights file: written when missing, loaded otherwise")
     s.add_argument("--data-root", help="the data root (default: the config's)")
     s.add_argument("--batch", type=int, default=128, help="training samples in the batch (default: %(default)s)")
-    c = commands.add_parser("compare", help="compare two saved snapshots")
+    t = commands.add_parser("trajectory", help="gradient norms of the first training steps, noise on")
+    t.add_argument("config", help="a run's config.json (or a flat RunConfig JSON)")
+    t.add_argument("out", help="where to write the gradient norms (.pt)")
+    t.add_argument("--steps", type=int, default=60, help="Adam steps (default: %(default)s)")
+    t.add_argument("--data-root", help="the data root (default: the config's)")
+    c = commands.add_parser("compare", help="compare two saved snapshots, or two trajectories")
     c.add_argument("a")
     c.add_argument("b")
     c.add_argument("--tolerance", type=float, default=1e-6, help="relative loss difference allowed (default: %(default)s)")
     args = parser.parse_args(argv)
-    if args.command == "save":
-        torch.set_num_threads(1)
-        save(args)
-        return 0
-    return compare(args)
+    if args.command == "compare":
+        return compare(args)
+    torch.set_num_threads(1)
+    (save if args.command == "save" else record_trajectory)(args)
+    return 0
 
 
 if __name__ == "__main__":

@@ -100,3 +100,19 @@ def test_objective_snapshot_tells_the_same_objective_from_another(run, tmp_path,
     assert snapshot.main(["compare", str(paths["a"]), str(paths["other"])]) == 1
     draws = torch.distributions.Normal(torch.zeros(3), 1.0).rsample()
     assert not torch.equal(draws, torch.zeros(3)), "rsample is restored after the snapshot"
+
+
+def test_objective_snapshot_trajectories_of_one_training_agree_and_of_another_do_not(run, tmp_path, capsys):
+    snapshot = importlib.import_module("objective_snapshot")
+    config = {"model": "mopoe", "dataset": "digits", "num_views": 3, "latent_dim": 4, "hidden": [16], "batch_size": 16}
+    for name, beta in (("a", 1.0), ("b", 1.0), ("other", 4.0)):
+        (tmp_path / f"{name}.json").write_text(json.dumps({**config, "beta": beta}))
+        assert snapshot.main(["trajectory", str(tmp_path / f"{name}.json"), str(tmp_path / f"{name}.pt"),
+                              "--steps", "4"]) == 0
+    norms = torch.load(tmp_path / "a.pt", weights_only=True)["norms"]
+    assert norms.shape == (4,) and bool((norms > 0).all())
+    capsys.readouterr()
+    assert snapshot.main(["compare", str(tmp_path / "a.pt"), str(tmp_path / "b.pt")]) == 0
+    assert "beyond 1e-6: None" in capsys.readouterr().out
+    assert snapshot.main(["compare", str(tmp_path / "a.pt"), str(tmp_path / "other.pt")]) == 1
+    assert torch.optim.Adam.step.__name__ == "step" and "recorded" not in torch.optim.Adam.step.__qualname__
