@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from pyromm.cli import build_config, format_summary, format_table, main, parse_overrides
 from pyromm.config import ConfigError
@@ -101,8 +102,6 @@ def test_train_missing_or_invalid_config_file(tmp_path: Path, capsys) -> None:
 
 @pytest.fixture
 def restore_torch_threads():
-    import torch
-
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from sklearn.datasets import load_digits
 
 from pyromm.data import MultimodalDataset, load_digits_multiview
 from pyromm.data import digits
@@ -68,8 +69,6 @@ def test_views_carry_the_label(five_views):
 
 
 def test_tuples_join_different_images_of_one_digit(monkeypatch):
-    from sklearn.datasets import load_digits
-
     monkeypatch.setattr(digits, "_texture", lambda view, rng, n: np.zeros((n, 8, 8)))
     ds = load_digits_multiview("train", num_views=3)
     source = load_digits()

@@ -11,6 +11,8 @@ import pytest
 import torch
 from torch import nn
 
+import pyromm
+
 from pyromm.cli import build_config, main
 from pyromm.config import ConfigError, RunConfig
 from pyromm.config_file import read_config_file
@@ -90,8 +92,6 @@ def test_toml_dataset_table_names_a_built_in_dataset(tmp_path):
 
 
 def test_train_from_toml_then_the_run_loads(tmp_path, monkeypatch, capsys):
-    import pyromm
-
     path = write_toml(tmp_path)
     monkeypatch.chdir(tmp_path)
     status = main(["train", "--config", str(path), "--out", "run", "--no-progress", "--set", f"cache_root={tmp_path}"])
