@@ -89,7 +89,7 @@ def record_trajectory(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as run_dir, recorded_gradient_norms() as norms:
         train(cfg, run_dir, progress=False)
     if not norms:
-        raise SystemExit(f"{args.config}: no Adam step was taken (the config's optimizer is {cfg.optimizer!r})")
+        raise SystemExit(f"{args.config}: no torch.optim.Adam step was taken, and only Adam steps are recorded")
     torch.save({"norms": torch.tensor(norms, dtype=torch.float64)}, args.out)
     print(f"{cfg.model}: {len(norms)} steps, gradient norms -> {args.out}")
 

@@ -510,7 +510,7 @@ def with_evaluation_settings(cfg: RunConfig, values: dict[str, Any]) -> RunConfi
                 f"({', '.join(sorted(EVALUATION_FIELDS))}); {key} would change the trained experiment: train a new "
                 "run for it"
             )
-    return cfg.replace(**values) if values else cfg
+    return cfg.replace(**values)
 
 
 def cmd_collect(args: argparse.Namespace) -> int:

@@ -52,10 +52,11 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     load_plugins(values.get("plugins", []))  # before [dataset]: a plugin dataset's options are its keys
     dataset = values.pop("dataset", None)
     if isinstance(dataset, dict):
-        values.update(_dataset_fields(path, dataset))
+        fields = _dataset_fields(path, dataset)
+        _resolve_paths(path, fields)
+        values.update(fields)
     elif dataset is not None:
         values["dataset"] = dataset
-    _resolve_paths(path, values)  # the paths the [dataset] table gave
     problem = unknown_key_problem(values)
     if problem:
         raise ConfigError(f"config file {path}: {problem}")
@@ -71,7 +72,7 @@ def _where(message: str) -> str:
 
 
 def _dataset_fields(path: Path, table: dict[str, Any]) -> dict[str, Any]:
-    """The ``[dataset]`` table as ``RunConfig`` fields, ``path`` resolved against the config file's folder."""
+    """The ``[dataset]`` table as ``RunConfig`` fields (``path`` as ``data_path``, not yet resolved)."""
     name = table.get("name", "files" if "path" in table else None)
     own = option_names(DATASETS[name].Options) if isinstance(name, str) and name in DATASETS else ()
     dataset_keys = [*DATASET_KEYS, *DATA_FIELDS, *own]
